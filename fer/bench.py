@@ -1,0 +1,124 @@
+"""``python -m fer bench train --config …``: training throughput of a config, printed as JSON.
+
+For each precision × memory format it times ``--batches`` training steps of the full Lightning stack
+(after ``--warmup`` steps) and the same model, data loader and precision in a minimal PyTorch loop,
+and reports images/s, their ratio and the share of step time spent waiting for data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+
+from fer.data import FERDataModule
+
+
+class _StepTimer(L.Callback):
+    """Images/s and data-wait share over the training steps after the first ``warmup``."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.step, self.images = warmup, 0, 0
+        self.start = self.last_end = 0.0
+        self.wait = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self.step == self.warmup:
+            self.start = now
+        elif self.step > self.warmup:
+            self.wait += now - self.last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.last_end = time.perf_counter()
+        if self.step >= self.warmup:
+            self.images += len(batch[1])
+        self.step += 1
+
+    def result(self) -> dict[str, float]:
+        elapsed = self.last_end - self.start
+        return {"images_per_s": round(self.images / elapsed, 1), "data_wait_share": round(self.wait / elapsed, 4)}
+
+
+def _lightning(model_factory, dm: FERDataModule, precision: str, batches: int, warmup: int) -> dict[str, float]:
+    timer = _StepTimer(warmup)
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=warmup + batches, limit_val_batches=0, precision=precision,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[timer], accelerator="cpu", devices=1,
+    )
+    trainer.fit(model_factory(), dm)
+    return timer.result()
+
+
+def _plain(model_factory, dm: FERDataModule, precision: str, batches: int, warmup: int) -> dict[str, float]:
+    model = model_factory()
+    model.train()
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    use_bf16 = precision.startswith("bf16")
+    images, start, wait = 0, 0.0, 0.0
+    loader = iter(dm.train_dataloader())
+    end = time.perf_counter()
+    for step in range(warmup + batches):
+        x, y = next(loader)
+        fetched = time.perf_counter()
+        if step == warmup:
+            start = fetched
+        elif step > warmup:
+            wait += fetched - end
+        with torch.autocast("cpu", torch.bfloat16, enabled=use_bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        end = time.perf_counter()
+        if step >= warmup:
+            images += len(y)
+    return {"images_per_s": round(images / (end - start), 1), "data_wait_share": round(wait / (end - start), 4)}
+
+
+def bench_train(argv: Sequence[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="fer bench train", description=__doc__)
+    parser.add_argument("--config", required=True, help="an experiment YAML from configs/")
+    parser.add_argument("--data_dir", default="synthetic", help="data to read batches from (default: synthetic)")
+    parser.add_argument("--precision", nargs="+", default=["32-true", "bf16-mixed"])
+    parser.add_argument("--channels_last", nargs="+", default=["true", "false"], choices=["true", "false"])
+    parser.add_argument("--batches", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    from fer.cli import FERCLI  # the CLI builds model and data exactly as `fit` would
+    from fer.training import EmotionClassifier
+
+    cli = FERCLI(EmotionClassifier, FERDataModule, run=False, args=["--config", args.config,
+                                                                    "--data.data_dir", args.data_dir])
+    dm = cli.datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    init = cli.model
+    results = {"config": args.config, "batch_size": dm.hparams.batch_size, "threads": torch.get_num_threads(),
+               "runs": []}
+    for channels_last in args.channels_last:
+        for precision in args.precision:
+            def model_factory() -> EmotionClassifier:
+                torch.manual_seed(0)
+                return type(init)(**{**init.hparams, "channels_last": channels_last == "true",
+                                     "optimizer": init.optimizer_factory, "scheduler": None})
+            row = {"precision": precision, "channels_last": channels_last == "true"}
+            row["lightning"] = _lightning(model_factory, dm, precision, args.batches, args.warmup)
+            row["plain_pytorch"] = _plain(model_factory, dm, precision, args.batches, args.warmup)
+            row["lightning_vs_plain"] = round(row["lightning"]["images_per_s"] / row["plain_pytorch"]["images_per_s"], 3)
+            results["runs"].append(row)
+            print(json.dumps(row), flush=True)
+    return results
+
+
+def bench_command(argv: Sequence[str]) -> None:
+    if not argv or argv[0] != "train":
+        raise SystemExit("usage: python -m fer bench train --config CONFIG [options]  (see --help)")
+    print(json.dumps(bench_train(argv[1:]), indent=2))

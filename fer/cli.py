@@ -1,0 +1,59 @@
+"""Command line: ``python -m fer {fit,validate,test,predict} --config configs/….yaml`` (LightningCLI), plus
+``convert-csv`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from fer.bench import bench_command
+from fer.data import FERDataError, FERDataModule
+from fer.data.reading import convert_csv
+from fer.training import EmotionClassifier
+
+
+class FERCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # One source of truth each: the data decides the classes, the model its input size.
+        parser.link_arguments("data.emotions", "model.emotions")
+        parser.link_arguments("model.image_size", "data.image_size")
+
+
+def convert_csv_command(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="fer convert-csv", description="Write a Kaggle fer2013.csv as a {train,validation,test}/<emotion>/*.png tree."
+    )
+    parser.add_argument("csv", type=Path, help="fer2013.csv with columns emotion,pixels,Usage")
+    parser.add_argument("out_dir", type=Path, help="folder to write the tree into, e.g. data/fer2013")
+    args = parser.parse_args(argv)
+    counts = convert_csv(args.csv, args.out_dir)
+    print(", ".join(f"{split}: {n} images" for split, n in counts.items()), f"written under {args.out_dir}")
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "convert-csv": convert_csv_command,
+    "bench": bench_command,
+}
+
+
+def main(args: Sequence[str] | None = None) -> LightningCLI | None:
+    """Entry point of ``python -m fer`` and the ``fer`` script; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        if argv and argv[0] in COMMANDS:
+            COMMANDS[argv[0]](argv[1:])
+            return None
+        return FERCLI(
+            EmotionClassifier,
+            FERDataModule,
+            args=args,
+            seed_everything_default=42,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+        )
+    except FERDataError as e:
+        sys.exit(f"fer: data error: {e}")

@@ -1,0 +1,241 @@
+"""The LightningDataModule: FER data from an ImageFolder tree, a Kaggle CSV or the built-in synthetic faces."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from fer.data.reading import (
+    FaceTable,
+    FERDataError,
+    csv_has_split,
+    load_csv_split,
+    load_folder_split,
+    read_image,
+    EXPECTED_LAYOUT,
+    IMAGE_EXTENSIONS,
+)
+from fer.data.synthetic import cache_root, make_synthetic_dataset
+from fer.emotions import EMOTIONS, check_emotions
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass
+class Augmentation:
+    """Per-sample training augmentation (torchvision transforms v2); evaluation is never augmented."""
+
+    rotation: float = 10.0  # degrees, either way
+    translate: float = 0.1  # fraction of the side, either way
+    scale: tuple[float, float] = (1.0, 1.0)
+    hflip: float = 0.5  # probability
+    erasing: float = 0.0  # probability of one RandomErasing patch
+
+
+class FaceDataset(Dataset):
+    """Decoded faces in memory; the transform gets a (1, H, W) uint8 tensor."""
+
+    def __init__(self, table: FaceTable, transform: v2.Transform) -> None:
+        self.table, self.transform = table, transform
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.table.images[i].unsqueeze(0)), self.table.labels[i]
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, validation) index split that keeps every class's share."""
+    g = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = int(round(len(idx) * fraction))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+class FERDataModule(L.LightningDataModule):
+    """Faces from ``data_dir``: ``{train,validation|val,test}/<emotion>/*``, a ``fer2013.csv``, or ``synthetic``.
+
+    Args:
+        data_dir: the dataset tree, a Kaggle ``fer2013.csv`` (or a folder holding one), or ``synthetic``
+            for the built-in generated faces.
+        emotions: the classes to use, a subset of the canonical seven; labels follow the canonical order.
+        image_size: side the faces are resized to (the model's input size; linked from the model by the CLI).
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes (the decoded cache is shared; workers only augment).
+        val_fraction: share of ``train/`` held out, stratified, when there is no validation split.
+        split_seed: seed of that split.
+        augment: training augmentation.
+        mean: normalisation mean after scaling to [0, 1]; with ``std`` ``None`` the [0, 1] input is kept.
+        std: normalisation standard deviation.
+        cache_dir: where decoded images are persisted (default: ``$FER_CACHE_DIR/decoded``); ``None`` with
+            ``cache: false`` decodes every time.
+        cache: persist decoded images between runs.
+        skip_bad_files: warn about and skip unreadable images instead of stopping.
+        synthetic_samples_per_class: training faces per emotion when ``data_dir`` is ``synthetic``.
+        predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/fer2013",
+        emotions: list[str] = list(EMOTIONS),
+        image_size: int = 48,
+        batch_size: int = 128,
+        num_workers: int = 1,
+        val_fraction: float = 0.1,
+        split_seed: int = 42,
+        augment: Augmentation = Augmentation(),
+        mean: float | None = None,
+        std: float | None = None,
+        cache_dir: str | None = None,
+        cache: bool = True,
+        skip_bad_files: bool = False,
+        synthetic_samples_per_class: int = 300,
+        predict_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.emotions = check_emotions(emotions)
+        self.augment = augment
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"`data.val_fraction` must be between 0 and 1, got {val_fraction}")
+        self.cache_dir = Path(cache_dir) if cache_dir else (cache_root() / "decoded" if cache else None)
+        self.tables: dict[str, FaceTable] = {}
+        self.predict_files: list[str] = []
+
+    # -- locating and loading ----------------------------------------------------------------------------
+    def _root(self) -> Path:
+        if self.hparams.data_dir == SYNTHETIC:
+            return make_synthetic_dataset(samples_per_class=self.hparams.synthetic_samples_per_class)
+        root = Path(self.hparams.data_dir).expanduser()
+        if not root.exists():
+            raise FERDataError(f"data_dir {root}: not found. Expected layout:\n{EXPECTED_LAYOUT}")
+        if root.is_dir() and not (root / "train").is_dir() and (root / "fer2013.csv").is_file():
+            return root / "fer2013.csv"
+        return root
+
+    def _load(self, split: str) -> FaceTable | None:
+        """A split with labels indexing ``self.emotions``, or None if the data has no such split."""
+        table = self._load_canonical(split)
+        if table is not None:
+            lut = torch.tensor([self.emotions.index(e) if e in self.emotions else -1 for e in EMOTIONS])
+            table.labels = lut[table.labels]
+        return table
+
+    def _load_canonical(self, split: str) -> FaceTable | None:
+        root, size = self._root(), self.hparams.image_size
+        if root.is_file():
+            if root.suffix.lower() != ".csv":
+                raise FERDataError(f"data_dir {root}: expected a folder or a fer2013.csv file")
+            if split != "train" and not csv_has_split(root, split):
+                return None
+            return load_csv_split(root, split, self.emotions, size, self.cache_dir)
+        names = {"train": ["train"], "validation": ["validation", "val"], "test": ["test"]}[split]
+        folder = next((root / n for n in names if (root / n).is_dir()), None)
+        if folder is None:
+            if split == "train":
+                raise FERDataError(f"{root / 'train'}: folder not found. Expected layout:\n{EXPECTED_LAYOUT}")
+            return None
+        return load_folder_split(folder, self.emotions, size, self.cache_dir, self.hparams.skip_bad_files)
+
+    def prepare_data(self) -> None:
+        self._root()  # generates the synthetic tree once, on one process
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and "validation" not in self.tables:
+            train, val = self._load("train"), self._load("validation")
+            if val is None:
+                t, v = stratified_split(train.labels, self.hparams.val_fraction, self.hparams.split_seed)
+                log.info("No validation split: holding out %d of %d training images", len(v), len(train))
+                train, val = train.subset(t), train.subset(v)
+            self.tables.update(train=train, validation=val)
+        if stage == "test" and "test" not in self.tables:
+            test = self._load("test")
+            if test is None:
+                raise FERDataError(f"{self._root()}: no test split (test/ folder or PrivateTest rows) to test on")
+            self.tables["test"] = test
+        if stage == "predict":
+            self._setup_predict()
+
+    def _setup_predict(self) -> None:
+        path = self.hparams.predict_path
+        if path is None:
+            table = self._load("test") or self._load("validation")
+            if table is None:
+                raise FERDataError("Nothing to predict on: set `data.predict_path` to an image or a folder")
+        else:
+            path = Path(path)
+            files = [path] if path.is_file() else sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
+            if not files:
+                raise FERDataError(f"predict_path {path}: no image files found")
+            size = self.hparams.image_size
+            images = torch.stack([torch.from_numpy(read_image(f, size)) for f in files])
+            table = FaceTable(images, torch.full((len(files),), -1), [str(f) for f in files])
+        self.tables["predict"] = table
+        self.predict_files = table.paths
+
+    # -- transforms and loaders ----------------------------------------------------------------------------
+    def _to_input(self) -> list[v2.Transform]:
+        steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]
+        if self.hparams.std is not None:
+            steps.append(v2.Normalize([self.hparams.mean or 0.0], [self.hparams.std]))
+        return steps
+
+    def train_transform(self) -> v2.Transform:
+        a = self.augment
+        steps: list[v2.Transform] = []
+        if a.rotation or a.translate or tuple(a.scale) != (1.0, 1.0):
+            steps.append(v2.RandomAffine(degrees=a.rotation, translate=(a.translate, a.translate), scale=a.scale))
+        if a.hflip:
+            steps.append(v2.RandomHorizontalFlip(a.hflip))
+        steps += self._to_input()
+        if a.erasing:
+            steps.append(v2.RandomErasing(a.erasing))
+        return v2.Compose(steps)
+
+    def eval_transform(self) -> v2.Transform:
+        return v2.Compose(self._to_input())
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        transform = self.train_transform() if train else self.eval_transform()
+        workers = self.hparams.num_workers
+        return DataLoader(
+            FaceDataset(self.tables[split], transform),
+            batch_size=self.hparams.batch_size,
+            shuffle=train,
+            drop_last=train and len(self.tables[split]) > self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    def class_counts(self, split: str = "train") -> torch.Tensor:
+        """Images per configured emotion in a loaded split, in ``self.emotions`` order."""
+        return torch.bincount(self.tables[split].labels, minlength=len(self.emotions))

@@ -1,0 +1,70 @@
+"""The seed project's Keras CNN, rebuilt faithfully in PyTorch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fer.models.layers import Dropout
+
+
+def _conv_block(
+    in_chans: int, out_chans: int, negative_slope: float, drop_rate: float, batch_norm: bool
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1, bias=not batch_norm),
+        nn.BatchNorm2d(out_chans) if batch_norm else nn.Identity(),
+        nn.LeakyReLU(negative_slope),
+        nn.MaxPool2d(2),
+        Dropout(drop_rate),
+    )
+
+
+class BaselineCNN(nn.Module):
+    """Four conv blocks (128, 256, 512, 512 filters) then Dense 512 → 256 → classes.
+
+    Returns logits; softmax lives in the loss. With 48×48 input it has 6,329,351
+    parameters, like the seed's Keras model. Weights start as Keras's do
+    (Glorot-uniform kernels, zero biases) and LeakyReLU uses Keras's default slope
+    0.3, so the seed's recipe trains this network the way it trained the original.
+    ``batch_norm=True`` adds BatchNorm after each convolution (not in the seed; registered as
+    ``baseline_bn``): it trains in far fewer steps.
+    """
+
+    widths = (128, 256, 512, 512)
+
+    def __init__(
+        self,
+        in_chans: int = 1,
+        num_classes: int = 7,
+        drop_rate: float = 0.4,
+        image_size: int = 48,
+        negative_slope: float = 0.3,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if image_size % 16:
+            raise ValueError(f"BaselineCNN needs image_size divisible by 16 (four 2x2 pools), got {image_size}")
+        chans = (in_chans, *self.widths)
+        self.features = nn.Sequential(
+            *(_conv_block(chans[i], chans[i + 1], negative_slope, drop_rate, batch_norm) for i in range(len(self.widths)))
+        )
+        flat = self.widths[-1] * (image_size // 16) ** 2
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(flat, 512),
+            nn.LeakyReLU(negative_slope),
+            Dropout(drop_rate),
+            nn.Linear(512, 256),
+            nn.LeakyReLU(negative_slope),
+            Dropout(drop_rate),
+            nn.Linear(256, num_classes),
+        )
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

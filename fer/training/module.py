@@ -1,0 +1,165 @@
+"""The LightningModule that trains, evaluates and runs any registered architecture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
+
+from fer.emotions import EMOTIONS, check_emotions
+from fer.models import create_model
+from fer.reports import confusion_figure, write_confusion
+
+STAGES = ("train", "val", "test")  # ModuleDict keys get a "_" suffix: "train" is an nn.Module attribute
+
+
+def _stage_metrics(num_classes: int, with_confusion: bool) -> MetricCollection:
+    metrics = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average=None),
+    }
+    if with_confusion:
+        metrics["confusion"] = MulticlassConfusionMatrix(num_classes)
+    return MetricCollection(metrics)
+
+
+class EmotionClassifier(L.LightningModule):
+    """Cross-entropy training of ``backbone`` on faces, with accuracy, macro-F1, per-class recall and
+    confusion matrices per stage.
+
+    Args:
+        backbone: registered architecture name (see ``fer.models.MODELS``).
+        emotions: class names in canonical order; linked from the data module by the CLI and stored in
+            every checkpoint so predictions are always decoded with the order the model was trained on.
+        image_size: input side in pixels.
+        in_chans: input channels (1: grayscale).
+        drop_rate: dropout of the architecture.
+        backbone_kwargs: extra keyword arguments for the architecture builder.
+        optimizer: optimiser factory (``class_path``/``init_args`` in YAML).
+        scheduler: LR scheduler factory, or None. ``ReduceLROnPlateau`` watches ``val/loss``.
+        scheduler_interval: ``epoch`` or ``step``: when the scheduler steps.
+        label_smoothing: cross-entropy label smoothing.
+        channels_last: keep weights and activations channels-last (NHWC), which oneDNN convolutions
+            run faster on CPUs, bf16 especially.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "baseline",
+        emotions: list[str] = list(EMOTIONS),
+        image_size: int = 48,
+        in_chans: int = 1,
+        drop_rate: float = 0.4,
+        backbone_kwargs: dict | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        label_smoothing: float = 0.0,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.emotions = check_emotions(emotions)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.net = create_model(
+            backbone, in_chans=in_chans, num_classes=len(self.emotions), drop_rate=drop_rate,
+            image_size=image_size, **(backbone_kwargs or {}),
+        )
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.metrics = torch.nn.ModuleDict(
+            {f"{stage}_": _stage_metrics(len(self.emotions), with_confusion=stage != "train") for stage in STAGES}
+        )
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        self.metrics[f"{stage}_"].update(logits.detach().float(), y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).float().softmax(-1)
+
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        values = self.metrics[f"{stage}_"].compute()
+        self.metrics[f"{stage}_"].reset()
+        self.log(f"{stage}/acc", values["acc"], prog_bar=True)
+        self.log(f"{stage}/f1", values["f1"])
+        for emotion, recall in zip(self.emotions, values["recall"]):
+            self.log(f"{stage}/recall/{emotion}", recall)
+        return values
+
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            # Declares the metrics the TensorBoard hparams tab shows next to each run's settings.
+            self.logger.log_hyperparams(self.hparams, {"hp/val_acc_best": 0.0, "hp/val_f1": 0.0})
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch("val")
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(values["acc"])
+        self.log("hp/val_acc_best", self.val_acc_best.compute())
+        self.log("hp/val_f1", values["f1"])
+        experiment = getattr(self.logger, "experiment", None)
+        if hasattr(experiment, "add_figure") and self.trainer.is_global_zero:
+            fig = confusion_figure(values["confusion"], self.emotions, f"validation, epoch {self.current_epoch}")
+            experiment.add_figure("val/confusion_matrix", fig, self.global_step)
+            plt.close(fig)
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_epoch("test")
+        log_dir = self.trainer.log_dir
+        if log_dir is None or not self.trainer.is_global_zero:
+            return
+        write_confusion(values["confusion"], self.emotions, Path(log_dir), "test_confusion_matrix")
+        summary = {
+            "accuracy": values["acc"].item(),
+            "macro_f1": values["f1"].item(),
+            "per_class_recall": dict(zip(self.emotions, values["recall"].tolist())),
+            "samples": int(values["confusion"].sum()),
+        }
+        (Path(log_dir) / "test_metrics.json").write_text(json.dumps(summary, indent=2))
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval, "monitor": "val/loss"},
+        }

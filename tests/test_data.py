@@ -1,0 +1,230 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fer.cli import main
+from fer.data import FERDataError, FERDataModule
+from fer.data.datamodule import stratified_split
+from fer.data.reading import load_folder_split, read_image
+from fer.emotions import EMOTIONS
+
+
+def write_face(path: Path, value: int, size: int = 48, mode: str = "L", fmt: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (size, size), value if mode == "L" else (value,) * len(mode)).save(path, format=fmt)
+
+
+def make_tree(root: Path, folders: dict[str, int], per_class: int = 3, splits=("train", "validation")) -> Path:
+    """Each folder's images have one gray value, so a label can be checked against the pixels."""
+    for split in splits:
+        for folder, value in folders.items():
+            for i in range(per_class):
+                write_face(root / split / folder / f"{i}.png", value)
+    return root
+
+
+def loaded(dm: FERDataModule, split: str = "train"):
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm.tables[split]
+
+
+# Aliased, oddly cased folder names; gray value encodes the true canonical emotion.
+ALIASED = {"Anger": 10, "disgusted": 40, "FEARFUL": 70, "Happiness": 100, "neutral": 130, "SADNESS": 160, "Surprised": 190}
+TRUE = dict(zip(ALIASED.values(), EMOTIONS))
+
+
+def test_aliased_and_cased_folders_map_onto_the_canonical_order(tmp_path):
+    table = loaded(FERDataModule(str(make_tree(tmp_path, ALIASED)), num_workers=0))
+    for image, label in zip(table.images, table.labels):
+        assert EMOTIONS[label] == TRUE[int(image[0, 0])]
+    assert sorted(table.labels.unique().tolist()) == list(range(7))
+
+
+def test_emotion_subset_drops_folders_and_reindexes(tmp_path):
+    six = [e for e in EMOTIONS if e != "disgust"]
+    dm = FERDataModule(str(make_tree(tmp_path, ALIASED)), emotions=six, num_workers=0)
+    table = loaded(dm)
+    assert len(table) == 6 * 3
+    for image, label in zip(table.images, table.labels):
+        assert six[label] == TRUE[int(image[0, 0])]
+    assert dm.class_counts().tolist() == [3] * 6
+
+
+def test_any_mode_and_size_becomes_48px_gray(tmp_path):
+    for mode in ("L", "RGB", "RGBA", "P", "CMYK", "I;16"):
+        path = tmp_path / f"{mode.replace(';', '')}.png"
+        im = Image.new("RGB", (97, 61), (200, 100, 50)).convert(mode) if mode != "I;16" else Image.new("I;16", (97, 61), 30000)
+        im.save(path if mode != "CMYK" else path.with_suffix(".jpg"))
+        arr = read_image(path if mode != "CMYK" else path.with_suffix(".jpg"), 48)
+        assert arr.shape == (48, 48) and arr.dtype == np.uint8
+        if mode == "I;16":
+            assert 100 < arr.mean() < 130  # 30000/65535 of full scale, not clipped to white
+
+
+def test_validation_alias_val_folder(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "sad": 20}, splits=("train",))
+    make_tree(tmp_path, {"happy": 10, "sad": 20}, per_class=2, splits=("val",))
+    assert len(loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], num_workers=0), "validation")) == 4
+
+
+def test_missing_validation_gives_a_deterministic_stratified_split(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "sad": 20}, per_class=20, splits=("train",))
+    a = loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], val_fraction=0.25, num_workers=0), "validation")
+    b = loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], val_fraction=0.25, num_workers=0), "validation")
+    assert a.paths == b.paths
+    assert torch.bincount(a.labels).tolist() == [5, 5]
+
+
+def test_stratified_split_keeps_shares():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    train, val = stratified_split(labels, 0.2, seed=0)
+    assert torch.bincount(labels[val]).tolist() == [18, 2]
+    assert len(set(train.tolist()) & set(val.tolist())) == 0 and len(train) + len(val) == 100
+
+
+def test_training_augmentation_changes_images_but_evaluation_does_not(tiny_tree):
+    dm = FERDataModule(str(tiny_tree), num_workers=0, std=0.25, mean=0.5)
+    dm.setup("fit")
+    image = dm.tables["train"].images[0].unsqueeze(0)
+    torch.manual_seed(0)
+    augmented = [dm.train_transform()(image) for _ in range(4)]
+    assert any(not torch.equal(augmented[0], a) for a in augmented[1:])
+    evaluated = dm.eval_transform()(image)
+    assert torch.equal(evaluated, dm.eval_transform()(image))
+    assert torch.allclose(evaluated, (image.float() / 255 - 0.5) / 0.25, atol=1e-6)
+
+
+# -- bad data: a clear error naming the file, before training ---------------------------------------------------
+
+
+def test_zero_byte_file(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "sad": 20})
+    bad = tmp_path / "train" / "sad" / "empty.png"
+    bad.touch()
+    with pytest.raises(FERDataError, match=r"empty\.png: file is empty \(0 bytes\)"):
+        loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], num_workers=0))
+
+
+def test_truncated_file(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "sad": 20})
+    bad = tmp_path / "train" / "happy" / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:200])
+    with pytest.raises(FERDataError, match=r"cut\.jpg: corrupt or truncated"):
+        loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], num_workers=0))
+
+
+def test_non_image_file(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "sad": 20})
+    (tmp_path / "train" / "happy" / "notes.png").write_text("not really a picture")
+    with pytest.raises(FERDataError, match=r"notes\.png: not an image file"):
+        loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], num_workers=0))
+
+
+def test_unknown_emotion_folder(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "contempt": 20})
+    with pytest.raises(FERDataError, match=r"contempt.*unknown emotion folder.*angry"):
+        loaded(FERDataModule(str(tmp_path), num_workers=0))
+
+
+def test_empty_split(tmp_path):
+    make_tree(tmp_path, {"happy": 10}, splits=("train",))
+    (tmp_path / "validation" / "happy").mkdir(parents=True)
+    with pytest.raises(FERDataError, match=r"validation: split is empty"):
+        loaded(FERDataModule(str(tmp_path), num_workers=0))
+
+
+def test_missing_folder_shows_the_expected_layout(tmp_path):
+    with pytest.raises(FERDataError, match=r"not found(.|\n)*train/<emotion>"):
+        loaded(FERDataModule(str(tmp_path / "nowhere"), num_workers=0))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FERDataError, match=r"train: folder not found(.|\n)*validation/<emotion>"):
+        loaded(FERDataModule(str(tmp_path / "empty"), num_workers=0))
+
+
+def test_skip_bad_files_warns_and_counts(tmp_path, caplog):
+    make_tree(tmp_path, {"happy": 10, "sad": 20})
+    (tmp_path / "train" / "sad" / "empty.png").touch()
+    (tmp_path / "train" / "sad" / "junk.jpg").write_text("junk")
+    table = loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], num_workers=0, skip_bad_files=True))
+    assert len(table) == 6
+    assert "skipped 2 unreadable files" in caplog.text
+
+
+def test_cli_reports_bad_data_before_training(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "grumpy": 20})
+    with pytest.raises(SystemExit, match=r"data error: .*grumpy"):
+        main(["fit", "--config", "configs/quickstart.yaml", "--data.data_dir", str(tmp_path),
+              "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false"])
+
+
+# -- the decoded-image cache ------------------------------------------------------------------------------------
+
+
+def test_cache_is_reused_and_invalidated_by_changed_files(tmp_path):
+    root = make_tree(tmp_path / "d", {"happy": 10, "sad": 20}, splits=("train",))
+    cache = tmp_path / "cache"
+    first = load_folder_split(root / "train", ["happy", "sad"], 48, cache)
+    assert len(list(cache.glob("*.pt"))) == 1
+    # A cache hit must not decode: make decoding impossible and load again.
+    import fer.data.reading as reading
+
+    original = reading.read_image
+    reading.read_image = None
+    try:
+        again = load_folder_split(root / "train", ["happy", "sad"], 48, cache)
+    finally:
+        reading.read_image = original
+    assert torch.equal(first.images, again.images)
+
+    changed = root / "train" / "happy" / "0.png"
+    write_face(changed, 99)
+    os.utime(changed, ns=(1, 1))  # a different mtime even on coarse file systems
+    write_face(root / "train" / "sad" / "new.png", 77)
+    fresh = load_folder_split(root / "train", ["happy", "sad"], 48, cache)
+    assert len(fresh) == len(first) + 1
+    assert int(fresh.images[fresh.paths.index(str(changed))][0, 0]) == 99
+    assert len(list(cache.glob("*.pt"))) == 1  # the stale cache was replaced, not kept beside
+
+
+# -- the Kaggle CSV ---------------------------------------------------------------------------------------------
+
+
+def write_csv(path: Path) -> Path:
+    rows = ["emotion,pixels,Usage"]
+    # CSV label order: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral
+    for usage, n in (("Training", 3), ("PublicTest", 2), ("PrivateTest", 1)):
+        for label in range(7):
+            for _ in range(n):
+                rows.append(f"{label},{' '.join([str(label * 30)] * 2304)},{usage}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_is_read_with_its_own_label_order(tmp_path):
+    csv_path = write_csv(tmp_path / "fer2013.csv")
+    dm = FERDataModule(str(tmp_path), num_workers=0)  # a folder holding fer2013.csv
+    table = loaded(dm)
+    assert len(table) == 21 and len(dm.tables["validation"]) == 14
+    csv_order = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    for image, label in zip(table.images, table.labels):
+        assert EMOTIONS[label] == csv_order[int(image[0, 0]) // 30]
+    dm.setup("test")
+    assert len(dm.tables["test"]) == 7
+    assert len(loaded(FERDataModule(str(csv_path), num_workers=0))) == 21  # the file itself
+
+
+def test_convert_csv_command_writes_the_tree(tmp_path, capsys):
+    csv_path = write_csv(tmp_path / "fer2013.csv")
+    main(["convert-csv", str(csv_path), str(tmp_path / "tree")])
+    assert "train: 21" in capsys.readouterr().out
+    assert len(list((tmp_path / "tree" / "test" / "neutral").glob("*.png"))) == 1
+    table = loaded(FERDataModule(str(tmp_path / "tree"), num_workers=0))
+    assert len(table) == 21
+    for image, label in zip(table.images, table.labels):
+        assert ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"][int(image[0, 0]) // 30] == EMOTIONS[label]

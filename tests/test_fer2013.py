@@ -1,0 +1,36 @@
+"""Opt-in: a short run on the real FER2013 data (set FER2013_DIR to its folder; .ci/run does)."""
+
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from fer.data import FERDataModule
+from fer.training import EmotionClassifier
+
+FER2013_DIR = os.environ.get("FER2013_DIR")
+pytestmark = pytest.mark.skipif(not FER2013_DIR, reason="set FER2013_DIR to the FER2013 tree to run")
+
+
+def test_real_data_layout_and_counts():
+    dm = FERDataModule(FER2013_DIR, num_workers=0)
+    dm.setup("fit")
+    assert len(dm.tables["train"]) == 28_709 and len(dm.tables["validation"]) == 3_589
+    assert dm.class_counts().tolist() == [3995, 436, 4097, 7215, 4965, 4830, 3171]
+    assert dm.tables["train"].images.shape[1:] == (48, 48)
+
+
+def test_one_short_epoch_beats_the_majority_class(tmp_path):
+    L.seed_everything(0)
+    dm = FERDataModule(FER2013_DIR, batch_size=64, num_workers=0, mean=0.5, std=0.25)
+    model = EmotionClassifier(drop_rate=0.1, optimizer=lambda p: torch.optim.Adam(p, lr=5e-4))
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=150, precision="bf16-mixed", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+    )
+    trainer.fit(model, dm)
+    val_acc = trainer.callback_metrics["val/acc"].item()
+    majority = dm.class_counts("validation").max().item() / len(dm.tables["validation"])
+    assert val_acc > majority + 0.03, (val_acc, majority)
