@@ -107,7 +107,8 @@ def bench_train(argv: Sequence[str]) -> dict:
         for precision in args.precision:
             def model_factory() -> EmotionClassifier:
                 torch.manual_seed(0)
-                return type(init)(**{**init.hparams, "channels_last": channels_last == "true",
+                kwargs = {k: v for k, v in init.hparams.items() if not k.startswith("_")}
+                return type(init)(**{**kwargs, "channels_last": channels_last == "true",
                                      "optimizer": init.optimizer_factory, "scheduler": None})
             row = {"precision": precision, "channels_last": channels_last == "true"}
             row["lightning"] = _lightning(model_factory, dm, precision, args.batches, args.warmup)

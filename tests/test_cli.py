@@ -13,13 +13,13 @@ from fer.cli import main
 from fer.emotions import EMOTIONS
 
 
-def cli_args(tiny_tree: Path, out: Path, *extra: str) -> list[str]:
+def cli_args(out: Path, *extra: str) -> list[str]:
+    # The seed's CNN has no BatchNorm and needs a few hundred steps on ~1,800 faces to leave chance level,
+    # so this is the quickstart's data for half its epochs (about a minute), not a smaller tree.
     return [
         "--config", "configs/quickstart.yaml",
-        "--data.data_dir", str(tiny_tree),
-        "--data.batch_size", "16",
         "--data.num_workers", "0",
-        "--trainer.max_epochs", "2",
+        "--trainer.max_epochs", "5",
         "--trainer.default_root_dir", str(out),
         "--trainer.logger.init_args.save_dir", str(out),
         *extra,
@@ -27,9 +27,9 @@ def cli_args(tiny_tree: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_tree, tmp_path_factory):
+def fitted(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    cli = main(["fit", *cli_args(tiny_tree, out)])
+    cli = main(["fit", *cli_args(out)])
     return cli, out
 
 
@@ -39,7 +39,7 @@ def test_fit_writes_checkpoints_config_and_tensorboard(fitted):
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in ckpts and any(name.startswith("epoch") for name in ckpts)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["backbone"] == "baseline" and config["trainer"]["max_epochs"] == 2
+    assert config["model"]["backbone"] == "baseline" and config["trainer"]["max_epochs"] == 5
 
     events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
@@ -48,7 +48,7 @@ def test_fit_writes_checkpoints_config_and_tensorboard(fitted):
     assert expected <= scalars
     assert {f"val/recall/{e}" for e in EMOTIONS} <= scalars
     assert "val/confusion_matrix" in events.Tags()["images"]
-    assert len(events.Images("val/confusion_matrix")) == 2  # one per validation epoch, none for the sanity check
+    assert len(events.Images("val/confusion_matrix")) == 5  # one per validation epoch, none for the sanity check
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
@@ -58,24 +58,24 @@ def test_checkpoint_stores_the_emotion_order(fitted):
     assert list(ckpt["hyper_parameters"]["emotions"]) == list(EMOTIONS)
 
 
-def test_test_beats_chance_and_writes_confusion_matrix(fitted, tiny_tree):
+def test_test_beats_chance_and_writes_confusion_matrix(fitted):
     cli, out = fitted
     best = cli.trainer.checkpoint_callback.best_model_path
-    tested = main(["test", *cli_args(tiny_tree, out), "--ckpt_path", best])
+    tested = main(["test", *cli_args(out), "--ckpt_path", best])
     run = Path(tested.trainer.log_dir)
     confusion = json.loads((run / "test_confusion_matrix.json").read_text())
     assert confusion["labels"] == list(EMOTIONS)
-    assert sum(map(sum, confusion["counts"])) == 7 * 15
+    assert sum(map(sum, confusion["counts"])) == 7 * 62  # a quarter of 250 per emotion
     assert (run / "test_confusion_matrix.png").stat().st_size > 5000
     metrics = json.loads((run / "test_metrics.json").read_text())
-    assert metrics["accuracy"] > 0.4, metrics  # chance is 1/7
+    assert metrics["accuracy"] > 0.3, metrics  # chance is 1/7
     assert set(metrics["per_class_recall"]) == set(EMOTIONS)
 
 
 def test_predict_writes_one_row_per_image(fitted, tiny_tree):
     cli, out = fitted
     folder = tiny_tree / "test" / "happy"
-    predicted = main(["predict", *cli_args(tiny_tree, out), "--ckpt_path", cli.trainer.checkpoint_callback.best_model_path,
+    predicted = main(["predict", *cli_args(out), "--ckpt_path", cli.trainer.checkpoint_callback.best_model_path,
                       "--data.predict_path", str(folder)])
     rows = list(csv.DictReader(open(Path(predicted.trainer.log_dir) / "predictions.csv")))
     assert len(rows) == len(list(folder.glob("*.png")))
@@ -89,4 +89,6 @@ def test_every_config_prints(config, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["emotions"] == printed["data"]["emotions"]
+    assert printed["data"]["emotions"] == list(EMOTIONS)
+    assert "emotions" not in printed["model"]  # linked from the data, never set twice
+    assert printed["model"]["backbone"]

@@ -38,3 +38,26 @@ def test_unknown_backbone_names_the_choices():
 def test_baseline_rejects_sizes_the_pools_cannot_halve():
     with pytest.raises(ValueError, match="divisible by 16"):
         BaselineCNN(image_size=50)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.4])
+def test_fast_dropout_drops_p_and_keeps_the_mean_and_layout(p):
+    from fer.models.layers import Dropout
+
+    x = torch.ones(8, 64, 24, 24).to(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    y = Dropout(p).train()(x)
+    assert abs((y == 0).float().mean().item() - p) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.02
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(y, Dropout(p).train()(x))  # a fresh mask each call
+    assert torch.equal(Dropout(p).eval()(x), x)
+
+
+def test_fast_dropout_gradient_uses_the_same_mask():
+    from fer.models.layers import Dropout
+
+    x = torch.ones(4, 8, 6, 6, requires_grad=True)
+    y = Dropout(0.5).train()(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
