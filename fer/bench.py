@@ -18,10 +18,10 @@ import torch
 from fer.data import FERDataModule
 
 
-class _StepTimer(L.Callback):
+class StepTimer(L.Callback):
     """Images/s and data-wait share over the training steps after the first ``warmup``."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int = 5) -> None:
         self.warmup, self.step, self.images = warmup, 0, 0
         self.start = self.last_end = 0.0
         self.wait = 0.0
@@ -41,11 +41,32 @@ class _StepTimer(L.Callback):
 
     def result(self) -> dict[str, float]:
         elapsed = self.last_end - self.start
+        if self.images == 0 or elapsed <= 0:
+            return {"images_per_s": float("nan"), "data_wait_share": float("nan")}
         return {"images_per_s": round(self.images / elapsed, 1), "data_wait_share": round(self.wait / elapsed, 4)}
 
 
+def inference_latency_ms(model: torch.nn.Module, image_size: int, in_chans: int = 1, runs: int = 50) -> float:
+    """Median single-image (batch 1) fp32 forward time on one CPU thread, in milliseconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = model.eval()
+        x = torch.rand(1, in_chans, image_size, image_size)
+        times = []
+        with torch.inference_mode():
+            for i in range(runs + 5):
+                start = time.perf_counter()
+                model(x)
+                if i >= 5:
+                    times.append(time.perf_counter() - start)
+        return round(sorted(times)[len(times) // 2] * 1000, 3)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _lightning(model_factory, dm: FERDataModule, precision: str, batches: int, warmup: int) -> dict[str, float]:
-    timer = _StepTimer(warmup)
+    timer = StepTimer(warmup)
     trainer = L.Trainer(
         max_epochs=1, limit_train_batches=warmup + batches, limit_val_batches=0, precision=precision,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -1,5 +1,5 @@
 """Command line: ``python -m fer {fit,validate,test,predict} --config configs/….yaml`` (LightningCLI), plus
-``convert-csv`` and ``bench``."""
+``convert-csv``, ``bench`` and ``ablate``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
+from fer.ablate import ablate
 from fer.bench import bench_command
 from fer.data import FERDataError, FERDataModule
 from fer.data.reading import convert_csv
@@ -37,6 +38,7 @@ def convert_csv_command(argv: Sequence[str]) -> None:
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "convert-csv": convert_csv_command,
     "bench": bench_command,
+    "ablate": ablate,
 }
 
 

@@ -92,3 +92,23 @@ def test_every_config_prints(config, capsys):
     assert printed["data"]["emotions"] == list(EMOTIONS)
     assert "emotions" not in printed["model"]  # linked from the data, never set twice
     assert printed["model"]["backbone"]
+
+
+FULL_CONFIGS = sorted(Path("configs").glob("*.yaml"))
+BACKBONE_CONFIGS = sorted(Path("configs/backbones").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [[c] for c in FULL_CONFIGS] + [[Path("configs/quickstart.yaml"), c] for c in BACKBONE_CONFIGS],
+    ids=lambda cs: "+".join(c.stem for c in cs),
+)
+def test_every_config_trains_a_fast_dev_run(configs, tmp_path):
+    args = ["fit"]
+    for config in configs:
+        args += ["--config", str(config)]
+    cli = main([*args, "--data.data_dir", "synthetic", "--data.synthetic_samples_per_class", "20",
+                "--data.batch_size", "8", "--data.num_workers", "0", "--trainer.fast_dev_run", "true",
+                "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.trainer.state.finished
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss_step"])

@@ -61,3 +61,49 @@ def test_fast_dropout_gradient_uses_the_same_mask():
     y = Dropout(0.5).train()(x)
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())
+
+
+def test_timm_backbone_by_name_with_upsampling():
+    model = create_model("resnet18", in_chans=1, num_classes=6, drop_rate=0.1, image_size=48, input_size=64).eval()
+    seen = []
+    model.model.conv1.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 6)
+    assert seen == [(2, 1, 64, 64)]
+    assert model.get_classifier().out_features == 6
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path):
+    import timm
+
+    source = timm.create_model("resnet18", num_classes=1000)  # stands in for downloaded ImageNet weights
+    torch.nn.init.normal_(source.conv1.weight)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    fresh = create_model("resnet18", in_chans=1, num_classes=7)
+    loaded = create_model("resnet18", in_chans=1, num_classes=7, pretrained_path=str(path))
+    # timm folds the RGB filters of the first layer into one channel, and keeps the rest as saved.
+    assert torch.allclose(loaded.model.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(loaded.model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    assert not torch.equal(fresh.model.layer4[1].conv2.weight, loaded.model.layer4[1].conv2.weight)
+    assert loaded.get_classifier().out_features == 7
+
+
+def test_missing_pretrained_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth is not a file"):
+        create_model("resnet18", pretrained_path=str(tmp_path / "nope.pth"))
+
+
+def test_offline_pretrained_fails_fast_with_advice():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = "from fer.models import create_model\ncreate_model('resnet18', pretrained=True)"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode != 0
+    assert "Could not fetch timm's pretrained weights for 'resnet18'" in done.stderr
+    assert "pretrained_path" in done.stderr
+    assert time.perf_counter() - start < 60

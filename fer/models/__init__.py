@@ -1,4 +1,4 @@
-"""Architectures as plain ``nn.Module``s, picked by name.
+"""Architectures as plain ``nn.Module``s, picked by name: the registry below, else any timm model.
 
 Every builder takes the same keyword arguments — ``in_chans``, ``num_classes``, ``drop_rate``,
 ``image_size`` — plus its own extras, and returns a module mapping (N, in_chans, S, S) to logits.
@@ -7,20 +7,31 @@ Every builder takes the same keyword arguments — ``in_chans``, ``num_classes``
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
+import timm
 from torch import nn
 
 from fer.models.baseline import BaselineCNN
+from fer.models.timm_backbone import create_timm_backbone
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "baseline": BaselineCNN,
+    "baseline_bn": partial(BaselineCNN, batch_norm=True),
+    "baseline_se": partial(BaselineCNN, attention="se"),
+    "baseline_cbam": partial(BaselineCNN, attention="cbam"),
+    "baseline_mhsa": partial(BaselineCNN, transformer_layers=2),
 }
 
 
 def create_model(
     name: str, *, in_chans: int = 1, num_classes: int = 7, drop_rate: float = 0.0, image_size: int = 48, **kwargs
 ) -> nn.Module:
-    """Build the registered architecture ``name``."""
-    if name not in MODELS:
-        raise ValueError(f"Unknown backbone {name!r}; registered backbones: {sorted(MODELS)}")
-    return MODELS[name](in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, image_size=image_size, **kwargs)
+    """Build the registered architecture ``name``, or else the timm model of that name."""
+    builder = MODELS.get(name) or (partial(create_timm_backbone, name) if timm.is_model(name) else None)
+    if builder is None:
+        raise ValueError(
+            f"Unknown backbone {name!r}; registered backbones: {sorted(MODELS)}, or any timm model name "
+            "(e.g. resnet18, convnext_atto, mobilenetv3_small_100; see timm.list_models())"
+        )
+    return builder(in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, image_size=image_size, **kwargs)

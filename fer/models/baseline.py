@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import torch
+from timm.layers import create_attn
 from torch import nn
 
-from fer.models.layers import Dropout
+from fer.models.layers import Dropout, TokenTransformer
 
 
 def _conv_block(
-    in_chans: int, out_chans: int, negative_slope: float, drop_rate: float, batch_norm: bool
+    in_chans: int, out_chans: int, negative_slope: float, drop_rate: float, batch_norm: bool, attention: str | None
 ) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1, bias=not batch_norm),
         nn.BatchNorm2d(out_chans) if batch_norm else nn.Identity(),
         nn.LeakyReLU(negative_slope),
+        create_attn(attention, out_chans) if attention else nn.Identity(),
         nn.MaxPool2d(2),
         Dropout(drop_rate),
     )
@@ -27,8 +29,17 @@ class BaselineCNN(nn.Module):
     parameters, like the seed's Keras model. Weights start as Keras's do
     (Glorot-uniform kernels, zero biases) and LeakyReLU uses Keras's default slope
     0.3, so the seed's recipe trains this network the way it trained the original.
-    ``batch_norm=True`` adds BatchNorm after each convolution (not in the seed; registered as
-    ``baseline_bn``): it trains in far fewer steps.
+
+    Variants beyond the seed (each registered under its own name):
+
+    - ``batch_norm``: BatchNorm after each convolution (``baseline_bn``).
+    - ``attention="se"``: squeeze-and-excitation after each block's activation (Hu et al., "Squeeze-and-
+      Excitation Networks", CVPR 2018) (``baseline_se``).
+    - ``attention="cbam"``: channel then spatial attention (Woo et al., "CBAM: Convolutional Block Attention
+      Module", ECCV 2018) (``baseline_cbam``).
+    - ``transformer_layers``: a transformer encoder (Vaswani et al., "Attention Is All You Need", NeurIPS
+      2017) over the positions of the last conv feature map, before the dense head — a conv stem with
+      global self-attention on top, as in BoTNet (Srinivas et al., CVPR 2021) (``baseline_mhsa``).
     """
 
     widths = (128, 256, 512, 512)
@@ -41,15 +52,22 @@ class BaselineCNN(nn.Module):
         image_size: int = 48,
         negative_slope: float = 0.3,
         batch_norm: bool = False,
+        attention: str | None = None,
+        transformer_layers: int = 0,
     ) -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"BaselineCNN needs image_size divisible by 16 (four 2x2 pools), got {image_size}")
         chans = (in_chans, *self.widths)
         self.features = nn.Sequential(
-            *(_conv_block(chans[i], chans[i + 1], negative_slope, drop_rate, batch_norm) for i in range(len(self.widths)))
+            *(_conv_block(chans[i], chans[i + 1], negative_slope, drop_rate, batch_norm, attention) for i in range(len(self.widths)))
         )
-        flat = self.widths[-1] * (image_size // 16) ** 2
+        side = image_size // 16
+        self.context = (
+            TokenTransformer(self.widths[-1], side * side, transformer_layers, drop_rate)
+            if transformer_layers else nn.Identity()
+        )
+        flat = self.widths[-1] * side * side
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(flat, 512),
@@ -60,11 +78,15 @@ class BaselineCNN(nn.Module):
             Dropout(drop_rate),
             nn.Linear(256, num_classes),
         )
-        for m in self.modules():
+        for m in (*self.features.modules(), *self.head.modules()):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.context(self.features(x)))
+
+    def get_classifier(self) -> nn.Module:
+        """The last layer, as timm models name it (used by the fine-tuning policy)."""
+        return self.head[-1]

@@ -24,3 +24,21 @@ class Dropout(nn.Dropout):
         lanes.as_strided((n,), (1,)).copy_(words.view(torch.int16)[:n])
         keep = lanes >= int(-32768 + round(self.p * 65536))
         return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+
+class TokenTransformer(nn.Module):
+    """A transformer encoder over the H×W positions of a (N, C, H, W) feature map, which it returns reshaped."""
+
+    def __init__(self, channels: int, positions: int, layers: int, drop_rate: float = 0.0, heads: int = 8) -> None:
+        super().__init__()
+        self.position = nn.Parameter(torch.zeros(1, positions, channels))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            channels, heads, dim_feedforward=2 * channels, dropout=drop_rate, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2) + self.position
+        return self.encoder(tokens).transpose(1, 2).reshape(n, c, h, w)

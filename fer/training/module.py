@@ -54,6 +54,9 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         channels_last: keep weights and activations channels-last (NHWC), which oneDNN convolutions
             run faster on CPUs, bf16 especially.
+        backbone_lr_scale: learning-rate factor for everything but the classifier (fine-tuning a
+            pretrained backbone gently while the fresh head learns fast).
+        freeze_backbone_epochs: train only the classifier for this many epochs, then everything.
     """
 
     def __init__(
@@ -69,6 +72,8 @@ class EmotionClassifier(L.LightningModule):
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
         channels_last: bool = True,
+        backbone_lr_scale: float = 1.0,
+        freeze_backbone_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -84,6 +89,11 @@ class EmotionClassifier(L.LightningModule):
             {f"{stage}_": _stage_metrics(len(self.emotions), with_confusion=stage != "train") for stage in STAGES}
         )
         self.val_acc_best = MaxMetric()
+
+    def _body_and_head(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        head = list(self.net.get_classifier().parameters()) if hasattr(self.net, "get_classifier") else []
+        head_ids = {id(p) for p in head}
+        return [p for p in self.net.parameters() if id(p) not in head_ids], head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -124,6 +134,12 @@ class EmotionClassifier(L.LightningModule):
             # Declares the metrics the TensorBoard hparams tab shows next to each run's settings.
             self.logger.log_hyperparams(self.hparams, {"hp/val_acc_best": 0.0, "hp/val_f1": 0.0})
 
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.freeze_backbone_epochs:
+            frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+            for p in self._body_and_head()[0]:
+                p.requires_grad_(not frozen)
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
@@ -155,7 +171,13 @@ class EmotionClassifier(L.LightningModule):
         (Path(log_dir) / "test_metrics.json").write_text(json.dumps(summary, indent=2))
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        body, head = self._body_and_head()
+        scale = self.hparams.backbone_lr_scale
+        if scale != 1.0 and head:
+            optimizer = self.optimizer_factory([{"params": body}, {"params": head}])
+            optimizer.param_groups[0]["lr"] *= scale
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
