@@ -12,7 +12,8 @@ the runs, each a list of extra config files and command-line overrides::
       - {name: baseline}
       - {name: baseline_se, configs: [configs/backbones/baseline_se.yaml]}
 
-Runs go sequentially into one TensorBoard folder (``<out>/<study>/<run>``). A finished run (its
+Runs go sequentially into one TensorBoard folder (``<out>/<study>/<run>``, which also gets the best
+checkpoint's ``val_confusion_matrix.{png,json}``). A finished run (its
 ``result.json`` exists) is skipped; an interrupted one resumes from its ``last.ckpt``. The table
 (``experiments/results/<study>.md``, sorted by validation accuracy), a CSV and a plot of accuracy against
 single-image latency (bubble area = parameters) are written at the end.
@@ -36,6 +37,7 @@ import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from fer.bench import StepTimer, inference_latency_ms  # noqa: E402
+from fer.reports import write_confusion  # noqa: E402
 
 COLUMNS = ["run", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s", "latency_ms",
            "epochs", "wall_min"]
@@ -83,6 +85,7 @@ def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     best = trainer.checkpoint_callback.best_model_path or None
     (val,) = trainer.validate(model, dm, ckpt_path=best, verbose=False)
+    write_confusion(model.last_val_confusion, model.emotions, run_dir, "val_confusion_matrix")
     result = {
         "run": name,
         "val_acc": val["val/acc"],

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import yaml
+from notebooks import run_notebook
 
 from fer.cli import main
 
@@ -28,7 +29,7 @@ def write_study(tmp_path: Path, epochs: int) -> Path:
     return path
 
 
-def test_ablation_runs_resumes_and_reports(tmp_path):
+def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
     out, results = tmp_path / "runs", tmp_path / "results"
     common = ["--out", str(out), "--results", str(results)]
     main(["ablate", str(write_study(tmp_path, epochs=1)), *common])
@@ -42,6 +43,12 @@ def test_ablation_runs_resumes_and_reports(tmp_path):
     assert (results / "tiny.png").stat().st_size > 10_000
     for name in ("baseline", "se", "resnet18"):  # one TensorBoard folder, readable run names
         assert list((out / "tiny" / name).glob("events.out.tfevents.*"))
+        assert json.loads((out / "tiny" / name / "val_confusion_matrix.json").read_text())["counts"]
+
+    monkeypatch.setenv("FER_STUDY", str(results / "tiny.csv"))
+    monkeypatch.setenv("FER_STUDY_RUNS", str(out / "tiny"))
+    book = run_notebook(Path("notebooks/analyse_study.ipynb"))
+    assert "hardest emotion" in "".join(o.get("text", "") for c in book.cells if c.cell_type == "code" for o in c.outputs)
 
     # An interrupted run: drop its result so only last.ckpt (epoch 1) is left; a 2-epoch budget resumes it.
     (out / "tiny" / "se" / "result.json").unlink()

@@ -147,6 +147,7 @@ class EmotionClassifier(L.LightningModule):
         values = self._log_epoch("val")
         if self.trainer.sanity_checking:
             return
+        self.last_val_confusion = values["confusion"].cpu()
         self.val_acc_best.update(values["acc"])
         self.log("hp/val_acc_best", self.val_acc_best.compute())
         self.log("hp/val_f1", values["f1"])

@@ -1,0 +1,12 @@
+"""Run a notebook top to bottom (helper for the tests)."""
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def run_notebook(path: Path) -> nbformat.NotebookNode:
+    book = nbformat.read(path, as_version=4)
+    NotebookClient(book, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    return book
