@@ -111,10 +111,11 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
     results_dir.mkdir(parents=True, exist_ok=True)
     rows = sorted(results, key=lambda r: r["val_acc"], reverse=True)
     stem = results_dir / study["name"]
+    recall_columns = [f"recall_{e}" for e in rows[0]["val_recall"]]
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, COLUMNS + recall_columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**r, **{f"recall_{e}": v for e, v in r["val_recall"].items()}} for r in rows)
 
     def fmt(value) -> str:
         return "" if value is None else f"{value:.4f}" if isinstance(value, float) and value < 1 else str(value)

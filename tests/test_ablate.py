@@ -38,6 +38,7 @@ def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
     accs = [float(r["val_acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)
     for r in rows:
+        assert 0 <= float(r["recall_disgust"]) <= 1
         assert float(r["params_m"]) > 0 and float(r["gmacs"]) > 0 and float(r["latency_ms"]) > 0
     assert "| run | val_acc" in (results / "tiny.md").read_text()
     assert (results / "tiny.png").stat().st_size > 10_000

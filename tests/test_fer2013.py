@@ -1,6 +1,7 @@
 """Opt-in: a short run on the real FER2013 data (set FER2013_DIR to its folder; .ci/run does)."""
 
 import os
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -24,8 +25,8 @@ def test_real_data_layout_and_counts():
 
 def test_one_short_epoch_beats_the_majority_class(tmp_path):
     L.seed_everything(0)
-    dm = FERDataModule(FER2013_DIR, batch_size=64, num_workers=0, mean=0.5, std=0.25)
-    model = EmotionClassifier(drop_rate=0.1, optimizer=lambda p: torch.optim.Adam(p, lr=5e-4))
+    dm = FERDataModule(FER2013_DIR, batch_size=64, num_workers=0)
+    model = EmotionClassifier(drop_rate=0.1, normalize=(0.5, 0.25), optimizer=partial(torch.optim.Adam, lr=5e-4))
     trainer = L.Trainer(
         max_epochs=1, limit_train_batches=150, precision="bf16-mixed", logger=False,
         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,

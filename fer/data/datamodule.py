@@ -79,19 +79,19 @@ class FERDataModule(L.LightningDataModule):
         val_fraction: share of ``train/`` held out, stratified, when there is no validation split.
         split_seed: seed of that split.
         augment: training augmentation.
-        mean: normalisation mean after scaling to [0, 1]; with ``std`` ``None`` the [0, 1] input is kept.
-        std: normalisation standard deviation.
         cache_dir: where decoded images are persisted (default: ``$FER_CACHE_DIR/decoded``); ``None`` with
             ``cache: false`` decodes every time.
         cache: persist decoded images between runs.
         skip_bad_files: warn about and skip unreadable images instead of stopping.
         synthetic_samples_per_class: training faces per emotion when ``data_dir`` is ``synthetic``.
         predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
+        split_dirs: folders of individual splits (``train``, ``validation``, ``test``) that live outside
+            ``data_dir``, e.g. ``{test: /data/other/test}``.
     """
 
     def __init__(
         self,
-        data_dir: str = "data/fer2013",
+        data_dir: str | None = "data/fer2013",
         emotions: list[str] = list(EMOTIONS),
         image_size: int = 48,
         batch_size: int = 128,
@@ -99,13 +99,12 @@ class FERDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 42,
         augment: Augmentation = Augmentation(),
-        mean: float | None = None,
-        std: float | None = None,
         cache_dir: str | None = None,
         cache: bool = True,
         skip_bad_files: bool = False,
         synthetic_samples_per_class: int = 300,
         predict_path: str | None = None,
+        split_dirs: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -137,7 +136,15 @@ class FERDataModule(L.LightningDataModule):
         return table
 
     def _load_canonical(self, split: str) -> FaceTable | None:
-        root, size = self._root(), self.hparams.image_size
+        size = self.hparams.image_size
+        explicit = (self.hparams.split_dirs or {}).get(split)
+        if explicit:
+            return load_folder_split(Path(explicit), self.emotions, size, self.cache_dir, self.hparams.skip_bad_files)
+        if self.hparams.data_dir is None:
+            if split == "train":
+                raise FERDataError("Set data.data_dir, or data.split_dirs.train, to the training images")
+            return None
+        root = self._root()
         if root.is_file():
             if root.suffix.lower() != ".csv":
                 raise FERDataError(f"data_dir {root}: expected a folder or a fer2013.csv file")
@@ -153,7 +160,8 @@ class FERDataModule(L.LightningDataModule):
         return load_folder_split(folder, self.emotions, size, self.cache_dir, self.hparams.skip_bad_files)
 
     def prepare_data(self) -> None:
-        self._root()  # generates the synthetic tree once, on one process
+        if self.hparams.data_dir == SYNTHETIC:
+            self._root()  # generates the synthetic tree once, on one process
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and "validation" not in self.tables:
@@ -166,7 +174,9 @@ class FERDataModule(L.LightningDataModule):
         if stage == "test" and "test" not in self.tables:
             test = self._load("test")
             if test is None:
-                raise FERDataError(f"{self._root()}: no test split (test/ folder or PrivateTest rows) to test on")
+                raise FERDataError(
+                    f"{self.hparams.data_dir}: no test split (test/ folder, PrivateTest rows or data.split_dirs.test)"
+                )
             self.tables["test"] = test
         if stage == "predict":
             self._setup_predict()
@@ -191,11 +201,6 @@ class FERDataModule(L.LightningDataModule):
         self.predict_files = table.paths
 
     # -- transforms and loaders ----------------------------------------------------------------------------
-    def _to_input(self) -> list[v2.Transform]:
-        steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]
-        if self.hparams.std is not None:
-            steps.append(v2.Normalize([self.hparams.mean or 0.0], [self.hparams.std]))
-        return steps
 
     def train_transform(self) -> v2.Transform:
         a = self.augment
@@ -204,13 +209,13 @@ class FERDataModule(L.LightningDataModule):
             steps.append(v2.RandomAffine(degrees=a.rotation, translate=(a.translate, a.translate), scale=a.scale))
         if a.hflip:
             steps.append(v2.RandomHorizontalFlip(a.hflip))
-        steps += self._to_input()
+        steps.append(v2.ToDtype(torch.float32, scale=True))  # [0, 1]; normalisation is the model's
         if a.erasing:
             steps.append(v2.RandomErasing(a.erasing))
         return v2.Compose(steps)
 
     def eval_transform(self) -> v2.Transform:
-        return v2.Compose(self._to_input())
+        return v2.ToDtype(torch.float32, scale=True)
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         transform = self.train_transform() if train else self.eval_transform()

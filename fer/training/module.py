@@ -57,6 +57,8 @@ class EmotionClassifier(L.LightningModule):
         backbone_lr_scale: learning-rate factor for everything but the classifier (fine-tuning a
             pretrained backbone gently while the fresh head learns fast).
         freeze_backbone_epochs: train only the classifier for this many epochs, then everything.
+        normalize: ``(mean, std)`` applied to the [0, 1] input inside the model, so every checkpoint carries
+            its own input normalisation; ``None`` keeps the seed's plain [0, 1] input.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class EmotionClassifier(L.LightningModule):
         channels_last: bool = True,
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
+        normalize: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -96,6 +99,10 @@ class EmotionClassifier(L.LightningModule):
         return [p for p in self.net.parameters() if id(p) not in head_ids], head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of (N, in_chans, S, S) faces scaled to [0, 1]."""
+        if self.hparams.normalize is not None:
+            mean, std = self.hparams.normalize
+            x = (x - mean) / std
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
@@ -159,6 +166,7 @@ class EmotionClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         values = self._log_epoch("test")
+        self.last_test_confusion = values["confusion"].cpu()
         log_dir = self.trainer.log_dir
         if log_dir is None or not self.trainer.is_global_zero:
             return

@@ -1,0 +1,160 @@
+"""``EmotionRecognizer``: the seed's Python usage, as a thin layer over the same LightningModule and DataModule."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+
+from fer.data import FERDataModule
+from fer.emotions import EMOTIONS
+from fer.faces import Box, FaceDetector, HaarFaceDetector, crop, load_gray
+from fer.reports import write_confusion
+from fer.training import EmotionClassifier
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+class EmotionRecognizer:
+    """Train, save, load, evaluate and run an emotion model from Python.
+
+    Args:
+        backbone: any registered backbone or timm model name (see ``fer.models``).
+        emotions: the classes, a subset of the canonical seven.
+        detector: finds faces in photos (default: OpenCV's Haar cascade).
+        **model_kwargs: further ``EmotionClassifier`` arguments (``drop_rate``, ``image_size``, …).
+    """
+
+    def __init__(self, backbone: str = "baseline", emotions: list[str] = list(EMOTIONS),
+                 detector: FaceDetector | None = None, **model_kwargs) -> None:
+        self.module = EmotionClassifier(backbone=backbone, emotions=emotions, **model_kwargs)
+        self.detector = detector or HaarFaceDetector()
+        self.log_dir: Path | None = None
+
+    @property
+    def emotions(self) -> list[str]:
+        return self.module.emotions
+
+    # -- training and evaluation ------------------------------------------------------------------------------
+    def _datamodule(self, batch_size: int = 128, **kwargs) -> FERDataModule:
+        return FERDataModule(emotions=self.emotions, image_size=self.module.hparams.image_size,
+                             batch_size=batch_size, **kwargs)
+
+    def train(self, train_path: str, validation_path: str | None = None, epochs: int = 70, batch_size: int = 128,
+              lr: float = 1e-3, patience: int = 10, log_dir: str = "runs", **trainer_kwargs) -> EmotionRecognizer:
+        """Train on ``train_path/<emotion>/*`` (validation: ``validation_path``, else a stratified split),
+        with early stopping on validation accuracy; the best weights are kept."""
+        splits = {"train": train_path, **({"validation": validation_path} if validation_path else {})}
+        dm = self._datamodule(batch_size, data_dir=None, split_dirs=splits)
+        self.module.optimizer_factory = partial(torch.optim.Adam, lr=lr)
+        checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_last=True)
+        trainer = L.Trainer(
+            max_epochs=epochs, logger=TensorBoardLogger(log_dir, name="recognizer", default_hp_metric=False),
+            callbacks=[checkpoint, EarlyStopping(monitor="val/acc", mode="max", patience=patience)],
+            **{"precision": "bf16-mixed", **trainer_kwargs},
+        )
+        trainer.fit(self.module, dm)
+        self.log_dir = Path(trainer.log_dir)
+        if checkpoint.best_model_path:
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            self.module.load_state_dict(best["state_dict"])
+        return self
+
+    def evaluate(self, test_path: str, batch_size: int = 128, out_dir: str | None = None) -> dict:
+        """Accuracy, macro-F1, per-class recall and confusion matrix on ``test_path/<emotion>/*``; the
+        confusion-matrix figure and JSON go to ``out_dir`` (default: the training run's folder, else cwd)."""
+        dm = self._datamodule(batch_size, data_dir=None, split_dirs={"test": test_path})
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        (metrics,) = trainer.test(self.module, dm, verbose=False)
+        confusion = self.module.last_test_confusion
+        write_confusion(confusion, self.emotions, Path(out_dir or self.log_dir or "."), "evaluate_confusion_matrix")
+        return {
+            "accuracy": metrics["test/acc"],
+            "macro_f1": metrics["test/f1"],
+            "per_class": {e: metrics[f"test/recall/{e}"] for e in self.emotions},
+            "confusion_matrix": confusion.tolist(),
+            "labels": list(self.emotions),
+        }
+
+    def plot_training_history(self, path: str | None = None) -> plt.Figure:
+        """Loss and accuracy per epoch of the last ``train`` run, from its TensorBoard logs."""
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        if self.log_dir is None:
+            raise RuntimeError("No training history: call train() first")
+        events = EventAccumulator(str(self.log_dir), size_guidance={"scalars": 0})
+        events.Reload()
+        fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
+        for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+            for stage, tag in (("train", f"train/{metric}" + ("_epoch" if metric == "loss" else "")),
+                               ("validation", f"val/{metric}")):
+                if tag in events.Tags()["scalars"]:
+                    values = [e.value for e in events.Scalars(tag)]
+                    ax.plot(range(1, len(values) + 1), values, marker="o", label=stage)
+            ax.set_xlabel("epoch")
+            ax.set_title(metric)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(path or self.log_dir / "training_history.png")
+        return fig
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """A Lightning-compatible checkpoint: weights plus hyper-parameters (the emotion order included)."""
+        hparams = {k: v for k, v in self.module.hparams.items() if k not in ("optimizer", "scheduler")}
+        torch.save({"state_dict": self.module.state_dict(), "hyper_parameters": hparams,
+                    "pytorch-lightning_version": L.__version__}, path)
+
+    @classmethod
+    def load(cls, path: str | None = None, detector: FaceDetector | None = None) -> EmotionRecognizer:
+        """Load a checkpoint written by ``save`` or by training with the CLI."""
+        if path is None:
+            raise FileNotFoundError(
+                "No default model ships with fer yet: train one (python -m fer fit --config configs/baseline.yaml) "
+                "and pass its checkpoint, e.g. EmotionRecognizer.load('runs/baseline/version_0/checkpoints/last.ckpt')"
+            )
+        recognizer = cls.__new__(cls)
+        recognizer.module = EmotionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+        recognizer.detector = detector or HaarFaceDetector()
+        recognizer.log_dir = None
+        return recognizer
+
+    # -- prediction --------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _classify(self, crops: list[np.ndarray]) -> torch.Tensor:
+        from fer.data.reading import image_to_array
+
+        size = self.module.hparams.image_size
+        faces = np.stack([image_to_array(Image.fromarray(c), size) for c in crops])
+        x = torch.from_numpy(faces).unsqueeze(1).float() / 255
+        self.module.eval()
+        return self.module(x).float().softmax(-1)
+
+    def predict_faces(self, image: ImageLike, whole_image_if_no_face: bool = False) -> list[dict]:
+        """Every face in ``image``: ``{"box": [x, y, w, h], "label", "probabilities": {emotion: p}}``,
+        largest first. No face gives ``[]``, or with ``whole_image_if_no_face`` the whole image as one face
+        (right for pre-cropped 48×48 data)."""
+        gray = load_gray(image)
+        boxes = sorted(self.detector(gray), key=lambda b: b.area, reverse=True)
+        if not boxes:
+            if not whole_image_if_no_face:
+                return []
+            boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
+        crops = [gray if b == Box(0, 0, gray.shape[1], gray.shape[0]) else crop(gray, b) for b in boxes]
+        probs = self._classify(crops)
+        return [
+            {"box": b.as_list(), "label": self.emotions[int(p.argmax())],
+             "probabilities": {e: round(float(v), 5) for e, v in zip(self.emotions, p)}}
+            for b, p in zip(boxes, probs)
+        ]
+
+    def predict(self, image: ImageLike) -> str:
+        """The emotion of the most prominent (largest) face, or of the whole image when no face is found."""
+        return self.predict_faces(image, whole_image_if_no_face=True)[0]["label"]

@@ -1,0 +1,79 @@
+"""Finding faces in photos: a small detector interface and OpenCV's Haar cascade, which ships in its wheel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from fer.data.reading import FERDataError, MAX_IMAGE_PIXELS
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face's pixel box: left, top, width, height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+class FaceDetector(Protocol):
+    """Anything that finds face boxes in a uint8 grayscale image can be plugged into the recognizer."""
+
+    def __call__(self, gray: np.ndarray) -> list[Box]: ...
+
+
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade (Viola & Jones, CVPR 2001); needs no download."""
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24,
+                 cascade: str = "haarcascade_frontalface_default.xml") -> None:
+        path = Path(cv2.data.haarcascades) / cascade
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise RuntimeError(f"OpenCV could not load {path}; install opencv-python-headless<5, which ships it")
+        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+
+    def __call__(self, gray: np.ndarray) -> list[Box]:
+        found = self.cascade.detectMultiScale(
+            cv2.equalizeHist(gray), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+        )
+        return [Box(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+
+
+def load_gray(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
+    """A uint8 grayscale array from a path, PIL image or array, EXIF orientation honoured."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 3:
+            return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        return image.astype(np.uint8, copy=False)
+    if not isinstance(image, Image.Image):
+        try:
+            image = Image.open(image)
+        except (OSError, ValueError) as e:
+            raise FERDataError(f"{image}: not an image file PIL can read ({e})") from e
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise FERDataError(f"image of {image.width}x{image.height} pixels is over the {MAX_IMAGE_PIXELS:,} limit")
+    return np.asarray(ImageOps.exif_transpose(image).convert("L"))
+
+
+def crop(gray: np.ndarray, box: Box, margin: float = 0.1) -> np.ndarray:
+    """The box widened by ``margin`` of its size on every side, clipped to the image."""
+    dx, dy = int(box.w * margin), int(box.h * margin)
+    y0, y1 = max(box.y - dy, 0), min(box.y + box.h + dy, gray.shape[0])
+    x0, x1 = max(box.x - dx, 0), min(box.x + box.w + dx, gray.shape[1])
+    return gray[y0:y1, x0:x1]

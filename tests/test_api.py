@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer import EmotionRecognizer
+from fer.emotions import EMOTIONS
+from fer.faces import Box
+
+SIX = [e for e in EMOTIONS if e != "disgust"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("api")
+    r = EmotionRecognizer(emotions=SIX, drop_rate=0.1, normalize=(0.5, 0.25))
+    r.train(str(tiny_tree / "train"), str(tiny_tree / "validation"), epochs=2, batch_size=16, log_dir=str(out),
+            limit_train_batches=4, enable_progress_bar=False)
+    return r, out
+
+
+def test_train_save_load_round_trip_keeps_weights_and_emotion_order(trained, tiny_tree, tmp_path):
+    r, _ = trained
+    path = tmp_path / "emotion_model.ckpt"
+    r.save(str(path))
+    loaded = EmotionRecognizer.load(str(path))
+    assert loaded.emotions == SIX
+    face = tiny_tree / "test" / "happy" / "00000.png"
+    assert loaded.predict_faces(face, whole_image_if_no_face=True) == r.predict_faces(face, whole_image_if_no_face=True)
+    assert loaded.predict(face) in SIX
+
+
+def test_evaluate_reports_metrics_and_writes_the_figure(trained, tiny_tree, tmp_path):
+    r, _ = trained
+    result = r.evaluate(str(tiny_tree / "test"), out_dir=str(tmp_path))
+    assert result["labels"] == SIX
+    assert set(result["per_class"]) == set(SIX)
+    assert sum(map(sum, result["confusion_matrix"])) == 6 * 15  # disgust's folder is left out
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["macro_f1"] <= 1
+    assert json.loads((tmp_path / "evaluate_confusion_matrix.json").read_text())["counts"] == result["confusion_matrix"]
+    assert (tmp_path / "evaluate_confusion_matrix.png").exists()
+
+
+def test_training_history_plot(trained):
+    r, _ = trained
+    fig = r.plot_training_history()
+    assert [len(line.get_xdata()) for line in fig.axes[1].lines] == [2, 2]  # train and validation, 2 epochs
+    assert (r.log_dir / "training_history.png").stat().st_size > 5000
+
+
+def test_every_face_is_cropped_and_classified_largest_first(trained, tiny_tree, monkeypatch):
+    r, _ = trained
+    face = np.asarray(Image.open(tiny_tree / "test" / "sad" / "00001.png"))
+    photo = np.full((200, 300), 90, np.uint8)
+    photo[20:68, 30:78] = face
+    photo[100:196, 150:246] = np.asarray(Image.fromarray(face).resize((96, 96)))
+    monkeypatch.setattr(r, "detector", lambda gray: [Box(30, 20, 48, 48), Box(150, 100, 96, 96)])  # plugged in
+    faces = r.predict_faces(photo)
+    assert [f["box"] for f in faces] == [[150, 100, 96, 96], [30, 20, 48, 48]]
+    for f in faces:
+        assert f["label"] in SIX and abs(sum(f["probabilities"].values()) - 1) < 1e-3
+
+
+def test_no_face_gives_an_empty_list_or_the_whole_image(trained):
+    r, _ = trained
+    blank = Image.new("RGB", (120, 90), (128, 128, 128))
+    assert r.predict_faces(blank) == []  # the Haar cascade finds no face on a flat image
+    (whole,) = r.predict_faces(blank, whole_image_if_no_face=True)
+    assert whole["box"] == [0, 0, 120, 90]
+
+
+def test_load_without_a_path_says_how_to_get_a_model():
+    with pytest.raises(FileNotFoundError, match="No default model ships"):
+        EmotionRecognizer.load()
