@@ -30,3 +30,23 @@ def test_backbone_frozen_first_then_trained_at_a_lower_rate(tiny_tree, tmp_path)
     assert torch.equal(snapshots.body[0], start)  # epoch 0: backbone frozen
     assert not torch.equal(snapshots.body[1], start)  # epoch 1: trained
     assert not torch.equal(model.net.get_classifier().weight, head_start)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_tree, tmp_path):
+    import pytest
+
+    class Poison(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    pl_module.net.head[-1].bias.fill_(float("nan"))
+
+    model = EmotionClassifier()
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False, accelerator="cpu",
+                        enable_progress_bar=False, callbacks=[Poison(), L.pytorch.callbacks.ModelCheckpoint(
+                            dirpath=tmp_path, save_last=True)], default_root_dir=tmp_path)
+    with pytest.raises(FloatingPointError, match=r"Training loss is nan at epoch 1.*Last good checkpoint: .*last\.ckpt"):
+        trainer.fit(model, FERDataModule(str(tiny_tree), batch_size=8, num_workers=0))
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert saved["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())

@@ -116,7 +116,14 @@ class EmotionClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+            raise FloatingPointError(
+                f"Training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: stopping. "
+                f"Last good checkpoint: {checkpoint}. Try a lower learning rate or fp32 precision."
+            )
+        return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
