@@ -1,5 +1,5 @@
 """Command line: ``python -m fer {fit,validate,test,predict} --config configs/….yaml`` (LightningCLI), plus
-``convert-csv``, ``bench`` and ``ablate``."""
+``convert-csv``, ``bench``, ``ablate`` and ``detect``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fer.ablate import ablate
 from fer.bench import bench_command
 from fer.data import FERDataError, FERDataModule
 from fer.data.reading import convert_csv
+from fer.detect import detect_command
 from fer.training import EmotionClassifier
 
 
@@ -39,6 +40,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "convert-csv": convert_csv_command,
     "bench": bench_command,
     "ablate": ablate,
+    "detect": detect_command,
 }
 
 

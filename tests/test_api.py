@@ -73,3 +73,20 @@ def test_no_face_gives_an_empty_list_or_the_whole_image(trained):
 def test_load_without_a_path_says_how_to_get_a_model():
     with pytest.raises(FileNotFoundError, match="No default model ships"):
         EmotionRecognizer.load()
+
+
+def test_detect_command_prints_json_and_writes_annotated_images(trained, tiny_tree, tmp_path, capsys):
+    from fer.cli import main
+
+    r, _ = trained
+    ckpt = tmp_path / "m.ckpt"
+    r.save(str(ckpt))
+    folder = tiny_tree / "test" / "fear"
+    main(["detect", str(folder), "--ckpt", str(ckpt), "--whole-image", "--annotate", str(tmp_path / "out")])
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed) == len(list(folder.glob("*.png")))
+    assert all(len(item["faces"]) == 1 and item["faces"][0]["label"] in SIX for item in printed)
+    annotated = Image.open(tmp_path / "out" / "00000.png")
+    assert annotated.mode == "RGB" and annotated.size == (48, 48)
+    main(["detect", str(folder / "00000.png"), "--ckpt", str(ckpt), "--format", "table"])
+    assert "(no face)" in capsys.readouterr().out  # the Haar cascade finds no face in a cartoon
