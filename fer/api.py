@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
 from fer.data import FERDataModule
+from fer.data.reading import image_to_array
 from fer.emotions import EMOTIONS
 from fer.faces import Box, FaceDetector, HaarFaceDetector, crop, load_gray
 from fer.reports import write_confusion
@@ -38,13 +39,19 @@ class EmotionRecognizer:
         self.detector = detector or HaarFaceDetector()
         self.log_dir: Path | None = None
 
+    onnx: OnnxClassifier | None = None  # set by load() for .onnx files: inference without torch
+
     @property
     def emotions(self) -> list[str]:
-        return self.module.emotions
+        return self.onnx.emotions if self.onnx else self.module.emotions
+
+    @property
+    def image_size(self) -> int:
+        return self.onnx.image_size if self.onnx else self.module.hparams.image_size
 
     # -- training and evaluation ------------------------------------------------------------------------------
     def _datamodule(self, batch_size: int = 128, **kwargs) -> FERDataModule:
-        return FERDataModule(emotions=self.emotions, image_size=self.module.hparams.image_size,
+        return FERDataModule(emotions=self.emotions, image_size=self.image_size,
                              batch_size=batch_size, **kwargs)
 
     def train(self, train_path: str, validation_path: str | None = None, epochs: int = 70, batch_size: int = 128,
@@ -114,28 +121,31 @@ class EmotionRecognizer:
 
     @classmethod
     def load(cls, path: str | None = None, detector: FaceDetector | None = None) -> EmotionRecognizer:
-        """Load a checkpoint written by ``save`` or by training with the CLI."""
+        """Load a checkpoint written by ``save`` or by training with the CLI, or an ``.onnx`` file from
+        ``python -m fer export`` (then prediction runs on ONNX Runtime; training and evaluation need a checkpoint)."""
         if path is None:
             raise FileNotFoundError(
                 "No default model ships with fer yet: train one (python -m fer fit --config configs/baseline.yaml) "
                 "and pass its checkpoint, e.g. EmotionRecognizer.load('runs/baseline/version_0/checkpoints/last.ckpt')"
             )
         recognizer = cls.__new__(cls)
-        recognizer.module = EmotionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+        if str(path).endswith(".onnx"):
+            recognizer.onnx, recognizer.module = OnnxClassifier(path), None
+        else:
+            recognizer.module = EmotionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
         recognizer.detector = detector or HaarFaceDetector()
         recognizer.log_dir = None
         return recognizer
 
     # -- prediction --------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _classify(self, crops: list[np.ndarray]) -> torch.Tensor:
-        from fer.data.reading import image_to_array
-
-        size = self.module.hparams.image_size
-        faces = np.stack([image_to_array(Image.fromarray(c), size) for c in crops])
-        x = torch.from_numpy(faces).unsqueeze(1).float() / 255
-        self.module.eval()
-        return self.module(x).float().softmax(-1)
+    def _classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Probabilities (N, emotions) of grayscale face crops, in one batch."""
+        faces = np.stack([image_to_array(Image.fromarray(c), self.image_size) for c in crops])
+        faces = faces[:, None].astype(np.float32) / 255
+        if self.onnx:
+            return self.onnx(faces)
+        with torch.inference_mode():
+            return self.module.eval()(torch.from_numpy(faces)).float().softmax(-1).numpy()
 
     def predict_faces(self, image: ImageLike, whole_image_if_no_face: bool = False) -> list[dict]:
         """Every face in ``image``: ``{"box": [x, y, w, h], "label", "probabilities": {emotion: p}}``,
@@ -158,3 +168,21 @@ class EmotionRecognizer:
     def predict(self, image: ImageLike) -> str:
         """The emotion of the most prominent (largest) face, or of the whole image when no face is found."""
         return self.predict_faces(image, whole_image_if_no_face=True)[0]["label"]
+
+
+class OnnxClassifier:
+    """An exported model on ONNX Runtime (CPU): (N, 1, S, S) float32 faces in [0, 1] → probabilities."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import json
+
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        info = json.loads(self.session.get_modelmeta().custom_metadata_map["fer"])
+        self.emotions, self.image_size = info["emotions"], info["image_size"]
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"image": faces})[0]

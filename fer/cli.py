@@ -1,5 +1,5 @@
 """Command line: ``python -m fer {fit,validate,test,predict} --config configs/….yaml`` (LightningCLI), plus
-``convert-csv``, ``bench``, ``ablate`` and ``detect``."""
+``convert-csv``, ``bench``, ``ablate``, ``detect`` and ``export``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fer.bench import bench_command
 from fer.data import FERDataError, FERDataModule
 from fer.data.reading import convert_csv
 from fer.detect import detect_command
+from fer.export import export_command
 from fer.training import EmotionClassifier
 
 
@@ -36,21 +37,23 @@ def convert_csv_command(argv: Sequence[str]) -> None:
     print(", ".join(f"{split}: {n} images" for split, n in counts.items()), f"written under {args.out_dir}")
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "convert-csv": convert_csv_command,
     "bench": bench_command,
     "ablate": ablate,
     "detect": detect_command,
+    "export": export_command,
 }
 
 
-def main(args: Sequence[str] | None = None) -> LightningCLI | None:
-    """Entry point of ``python -m fer`` and the ``fer`` script; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+def main(args: Sequence[str] | None = None) -> object:
+    """Entry point of ``python -m fer`` and the ``fer`` script; ``args`` replaces ``sys.argv[1:]`` (for tests).
+
+    Returns the LightningCLI object, or what an extra command returns (its results or the file it wrote)."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
         if argv and argv[0] in COMMANDS:
-            COMMANDS[argv[0]](argv[1:])
-            return None
+            return COMMANDS[argv[0]](argv[1:])
         return FERCLI(
             EmotionClassifier,
             FERDataModule,

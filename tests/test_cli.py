@@ -9,28 +9,10 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import cli_args
+
 from fer.cli import main
 from fer.emotions import EMOTIONS
-
-
-def cli_args(out: Path, *extra: str) -> list[str]:
-    # The seed's CNN has no BatchNorm and needs a few hundred steps on ~1,800 faces to leave chance level,
-    # so this is the quickstart's data for half its epochs (about a minute), not a smaller tree.
-    return [
-        "--config", "configs/quickstart.yaml",
-        "--data.num_workers", "0",
-        "--trainer.max_epochs", "5",
-        "--trainer.default_root_dir", str(out),
-        "--trainer.logger.init_args.save_dir", str(out),
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cli = main(["fit", *cli_args(out)])
-    return cli, out
 
 
 def test_fit_writes_checkpoints_config_and_tensorboard(fitted):

