@@ -175,8 +175,8 @@ class EmotionClassifier(L.LightningModule):
         values = self._log_epoch("test")
         self.last_test_confusion = values["confusion"].cpu()
         log_dir = self.trainer.log_dir
-        if log_dir is None or not self.trainer.is_global_zero:
-            return
+        if self.logger is None or log_dir is None or not self.trainer.is_global_zero:
+            return  # without a logger there is no run folder to write into
         write_confusion(values["confusion"], self.emotions, Path(log_dir), "test_confusion_matrix")
         summary = {
             "accuracy": values["acc"].item(),
