@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,7 @@ def test_evaluate_reports_metrics_and_writes_the_figure(trained, tiny_tree, tmp_
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["macro_f1"] <= 1
     assert json.loads((tmp_path / "evaluate_confusion_matrix.json").read_text())["counts"] == result["confusion_matrix"]
     assert (tmp_path / "evaluate_confusion_matrix.png").exists()
+    assert not list(Path.cwd().glob("test_*.json"))  # nothing written into the working directory
 
 
 def test_training_history_plot(trained):
