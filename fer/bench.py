@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -140,7 +141,48 @@ def bench_train(argv: Sequence[str]) -> dict:
     return results
 
 
+def _iou(a, b) -> float:
+    ax1, ay1, bx1, by1 = a.x + a.w, a.y + a.h, b.x + b.w, b.y + b.h
+    inter = max(0, min(ax1, bx1) - max(a.x, b.x)) * max(0, min(ay1, by1) - max(a.y, b.y))
+    return inter / (a.area + b.area - inter)
+
+
+def bench_detect(argv: Sequence[str]) -> dict:
+    """Face-detector recall on FER-style faces: each face upscaled and pasted into a 640×480 photo."""
+    import numpy as np
+    from PIL import Image
+
+    from fer.data.reading import list_split
+    from fer.emotions import EMOTIONS
+    from fer.faces import Box, HaarFaceDetector
+
+    parser = argparse.ArgumentParser(prog="fer bench detect", description=bench_detect.__doc__)
+    parser.add_argument("--split_dir", required=True, help="a <split>/<emotion>/* folder, e.g. …/fer2013/validation")
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    files = list_split(Path(args.split_dir), EMOTIONS)
+    picks = rng.choice(len(files), size=min(args.samples, len(files)), replace=False)
+    detector, found, seconds = HaarFaceDetector(), 0, 0.0
+    for i in picks:
+        side = int(rng.integers(96, 241))
+        face = Image.open(files[i][0]).convert("L").resize((side, side), Image.Resampling.BICUBIC)
+        photo = Image.fromarray(rng.integers(60, 200, (480, 640), dtype=np.uint8)).resize((640, 480))
+        x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
+        photo.paste(face, (x, y))
+        start = time.perf_counter()
+        boxes = detector(np.asarray(photo))
+        seconds += time.perf_counter() - start
+        found += any(_iou(b, Box(x, y, side, side)) >= 0.3 for b in boxes)
+    return {"detector": "opencv haar frontalface_default", "samples": len(picks), "recall": round(found / len(picks), 4),
+            "ms_per_640x480_image": round(seconds / len(picks) * 1000, 2)}
+
+
+BENCHES = {"train": bench_train, "detect": bench_detect}
+
+
 def bench_command(argv: Sequence[str]) -> None:
-    if not argv or argv[0] != "train":
-        raise SystemExit("usage: python -m fer bench train --config CONFIG [options]  (see --help)")
-    print(json.dumps(bench_train(argv[1:]), indent=2))
+    if not argv or argv[0] not in BENCHES:
+        raise SystemExit(f"usage: python -m fer bench {{{','.join(BENCHES)}}} [options]  (see --help)")
+    print(json.dumps(BENCHES[argv[0]](argv[1:]), indent=2))

@@ -14,3 +14,10 @@ def test_bench_train_prints_throughput_of_lightning_and_plain_loops(capsys):
         assert run[loop]["images_per_s"] > 0
         assert 0 <= run[loop]["data_wait_share"] < 1
     assert run["lightning_vs_plain"] > 0
+
+
+def test_bench_detect_reports_recall(tiny_tree, capsys):
+    main(["bench", "detect", "--split_dir", str(tiny_tree / "validation"), "--samples", "5"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert result["samples"] == 5 and 0 <= result["recall"] <= 1 and result["ms_per_640x480_image"] > 0
