@@ -59,3 +59,12 @@ def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
         assert (out / "tiny" / name / "result.json").stat().st_mtime_ns == mtime
     resumed = json.loads((out / "tiny" / "se" / "result.json").read_text())
     assert resumed["epochs"] == 2
+
+
+def test_macs_count_the_self_attention_too():
+    from fer.ablate import forward_gmacs
+    from fer.models import create_model
+
+    baseline, mhsa = forward_gmacs(create_model("baseline"), 48), forward_gmacs(create_model("baseline_mhsa"), 48)
+    assert abs(baseline - 0.4298) < 1e-3  # 2.65 M + 170 M + 170 M + 85 M conv MACs + 2.5 M dense
+    assert mhsa > baseline + 0.03  # two encoder layers over 9 tokens of width 512
