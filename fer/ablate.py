@@ -29,16 +29,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its Agg backend by itself
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from fer.bench import StepTimer, inference_latency_ms  # noqa: E402
-from fer.reports import write_confusion  # noqa: E402
+from fer.bench import StepTimer, inference_latency_ms
+from fer.reports import write_confusion
 
 COLUMNS = ["run", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s", "latency_ms",
            "epochs", "wall_min"]

@@ -19,14 +19,16 @@ from fer.training import EmotionClassifier
 
 
 class Probabilities(nn.Module):
-    """The classifier followed by softmax, in fp32 and eval mode."""
+    """The trained network with its input normalisation and a softmax, in fp32 and eval mode (a plain
+    ``nn.Module``: tracing and export need none of the LightningModule around it)."""
 
     def __init__(self, module: EmotionClassifier) -> None:
         super().__init__()
-        self.module = module.float().eval()
+        self.net = module.net.float().eval()
+        self.mean, self.std = module.hparams.normalize or (0.0, 1.0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.module(image).softmax(-1)
+        return self.net((image - self.mean) / self.std).softmax(-1)
 
 
 def model_info(module: EmotionClassifier) -> dict:

@@ -6,11 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its Agg backend by itself
+import torch
 
 
 def confusion_figure(matrix: torch.Tensor, emotions: Sequence[str], title: str = "Confusion matrix") -> plt.Figure:
