@@ -9,20 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-from fer.data.reading import IMAGE_EXTENSIONS, FERDataError
-
-
-def image_files(paths: Sequence[Path]) -> list[Path]:
-    """The images named, and those found (recursively) in the folders named."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FERDataError(f"{path}: no such file or folder")
-    return files
+from fer.data.reading import image_files
 
 
 def annotate(image: Image.Image, faces: list[dict]) -> Image.Image:

@@ -17,9 +17,9 @@ from fer.data.reading import (
     csv_has_split,
     load_csv_split,
     load_folder_split,
+    image_files,
     read_image,
     EXPECTED_LAYOUT,
-    IMAGE_EXTENSIONS,
 )
 from fer.data.synthetic import cache_root, make_synthetic_dataset
 from fer.emotions import EMOTIONS, check_emotions
@@ -188,10 +188,7 @@ class FERDataModule(L.LightningDataModule):
             if table is None:
                 raise FERDataError("Nothing to predict on: set `data.predict_path` to an image or a folder")
         else:
-            path = Path(path)
-            files = [path] if path.is_file() else sorted(
-                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-            )
+            files = image_files([path])
             if not files:
                 raise FERDataError(f"predict_path {path}: no image files found")
             size = self.hparams.image_size

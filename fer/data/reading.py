@@ -102,6 +102,21 @@ def image_to_array(im: Image.Image, image_size: int, name: str = "image") -> np.
     return np.asarray(im, dtype=np.uint8)
 
 
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The image files named, and those found (recursively, hidden ones left out) in the folders named."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FERDataError(f"{path}: no such file or folder")
+    return files
+
+
 def list_split(split_dir: Path, emotions: Sequence[str]) -> list[tuple[Path, int]]:
     """Image files of a ``<split>/<emotion>/*`` folder with their ``EMOTIONS`` index.
 
