@@ -35,6 +35,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from fer.bench import StepTimer, inference_latency_ms
+from fer.data import FERDataError
 from fer.reports import write_confusion
 
 COLUMNS = ["run", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s", "latency_ms",
@@ -100,7 +101,11 @@ def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
         "wall_min": round(wall / 60, 2),
         "checkpoint": best,
     }
-    if dm._load("test") is not None:
+    try:
+        dm.setup("test")  # loads the test split once; trainer.test below reuses it
+    except FERDataError:
+        pass  # no test split: validation figures only
+    else:
         (test,) = trainer.test(model, dm, ckpt_path=best, verbose=False)
         result.update(test_acc=test["test/acc"], test_f1=test["test/f1"])
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))

@@ -157,8 +157,7 @@ class EmotionRecognizer:
             if not whole_image_if_no_face:
                 return []
             boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
-        crops = [gray if b == Box(0, 0, gray.shape[1], gray.shape[0]) else crop(gray, b) for b in boxes]
-        probs = self._classify(crops)
+        probs = self._classify([crop(gray, b) for b in boxes])  # the whole-image box crops to the whole image
         return [
             {"box": b.as_list(), "label": self.emotions[int(p.argmax())],
              "probabilities": {e: round(float(v), 5) for e, v in zip(self.emotions, p)}}

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fer.training import EmotionClassifier
+from fer.training.module import normalize_input
 
 
 class Probabilities(nn.Module):
@@ -25,10 +26,10 @@ class Probabilities(nn.Module):
     def __init__(self, module: EmotionClassifier) -> None:
         super().__init__()
         self.net = module.net.float().eval()
-        self.mean, self.std = module.hparams.normalize or (0.0, 1.0)
+        self.normalize = module.hparams.normalize
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net((image - self.mean) / self.std).softmax(-1)
+        return self.net(normalize_input(image, self.normalize)).softmax(-1)
 
 
 def model_info(module: EmotionClassifier) -> dict:

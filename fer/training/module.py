@@ -25,6 +25,14 @@ from fer.reports import confusion_figure, write_confusion
 STAGES = ("train", "val", "test")  # ModuleDict keys get a "_" suffix: "train" is an nn.Module attribute
 
 
+def normalize_input(x: torch.Tensor, normalize: tuple[float, float] | None) -> torch.Tensor:
+    """``(x - mean) / std`` for ``normalize = (mean, std)``; ``x`` unchanged for ``None``."""
+    if normalize is None:
+        return x
+    mean, std = normalize
+    return (x - mean) / std
+
+
 def _stage_metrics(num_classes: int, with_confusion: bool) -> MetricCollection:
     metrics = {
         "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -100,9 +108,7 @@ class EmotionClassifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of (N, in_chans, S, S) faces scaled to [0, 1]."""
-        if self.hparams.normalize is not None:
-            mean, std = self.hparams.normalize
-            x = (x - mean) / std
+        x = normalize_input(x, self.hparams.normalize)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
