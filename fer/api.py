@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import lightning as L
 import matplotlib.pyplot as plt
@@ -75,8 +76,9 @@ class EmotionRecognizer:
         return self
 
     def evaluate(self, test_path: str, batch_size: int = 128, out_dir: str | None = None) -> dict:
-        """Accuracy, macro-F1, per-class recall and confusion matrix on ``test_path/<emotion>/*``; the
-        confusion-matrix figure and JSON go to ``out_dir`` (default: the training run's folder, else cwd)."""
+        """Accuracy, macro-F1, per-class recall, confusion matrix and expected calibration error (15 bins)
+        without and with the model's temperature on ``test_path/<emotion>/*``; the confusion-matrix figure
+        and JSON go to ``out_dir`` (default: the training run's folder, else cwd)."""
         dm = self._datamodule(batch_size, data_dir=None, split_dirs={"test": test_path})
         trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
         (metrics,) = trainer.test(self.module, dm, verbose=False)
@@ -87,6 +89,9 @@ class EmotionRecognizer:
             "macro_f1": metrics["test/f1"],
             "per_class": {e: metrics[f"test/recall/{e}"] for e in self.emotions},
             "confusion_matrix": confusion.tolist(),
+            "ece_uncalibrated": metrics["test/ece_uncalibrated"],
+            "ece": metrics["test/ece"],
+            "temperature": self.module.temperature,
             "labels": list(self.emotions),
         }
 
@@ -117,7 +122,7 @@ class EmotionRecognizer:
         """A Lightning-compatible checkpoint: weights plus hyper-parameters (the emotion order included)."""
         hparams = {k: v for k, v in self.module.hparams.items() if k not in ("optimizer", "scheduler")}
         torch.save({"state_dict": self.module.state_dict(), "hyper_parameters": hparams,
-                    "pytorch-lightning_version": L.__version__}, path)
+                    "temperature": self.module.temperature, "pytorch-lightning_version": L.__version__}, path)
 
     @classmethod
     def load(cls, path: str | None = None, detector: FaceDetector | None = None) -> EmotionRecognizer:
@@ -145,24 +150,35 @@ class EmotionRecognizer:
         if self.onnx:
             return self.onnx(faces)
         with torch.inference_mode():
-            return self.module.eval()(torch.from_numpy(faces)).float().softmax(-1).numpy()
+            return self.module.eval().probabilities(torch.from_numpy(faces)).numpy()
 
-    def predict_faces(self, image: ImageLike, whole_image_if_no_face: bool = False) -> list[dict]:
+    def faces_in(self, gray: np.ndarray, whole_image_if_no_face: bool = False) -> tuple[list[Box], np.ndarray]:
+        """Boxes of the faces in a uint8 grayscale image, largest first, and their (N, emotions) probabilities."""
+        boxes = sorted(self.detector(gray), key=lambda b: b.area, reverse=True)
+        if not boxes and whole_image_if_no_face:
+            boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
+        if not boxes:
+            return [], np.zeros((0, len(self.emotions)), np.float32)
+        return boxes, self._classify([crop(gray, b) for b in boxes])
+
+    def predict_faces(self, image: ImageLike | BinaryIO, whole_image_if_no_face: bool = False,
+                      name: str | None = None) -> list[dict]:
         """Every face in ``image``: ``{"box": [x, y, w, h], "label", "probabilities": {emotion: p}}``,
         largest first. No face gives ``[]``, or with ``whole_image_if_no_face`` the whole image as one face
-        (right for pre-cropped 48×48 data)."""
-        gray = load_gray(image)
-        boxes = sorted(self.detector(gray), key=lambda b: b.area, reverse=True)
-        if not boxes:
-            if not whole_image_if_no_face:
-                return []
-            boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
-        probs = self._classify([crop(gray, b) for b in boxes])  # the whole-image box crops to the whole image
+        (right for pre-cropped 48×48 data). An unreadable image raises ``FERDataError`` naming ``name``."""
+        boxes, probs = self.faces_in(load_gray(image, name), whole_image_if_no_face)
         return [
             {"box": b.as_list(), "label": self.emotions[int(p.argmax())],
              "probabilities": {e: round(float(v), 5) for e, v in zip(self.emotions, p)}}
             for b, p in zip(boxes, probs)
         ]
+
+    def predict_realtime(self, source: int | str = 0, output: str | None = None, show: bool = True,
+                         smoothing: int = 5, max_frames: int | None = None) -> dict:
+        """Annotate live video (webcam index, video file or stream URL): see ``fer.stream.stream``."""
+        from fer.stream import stream
+
+        return stream(self, source, output, show, smoothing, max_frames)
 
     def predict(self, image: ImageLike) -> str:
         """The emotion of the most prominent (largest) face, or of the whole image when no face is found."""

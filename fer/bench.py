@@ -141,12 +141,6 @@ def bench_train(argv: Sequence[str]) -> dict:
     return results
 
 
-def _iou(a, b) -> float:
-    ax1, ay1, bx1, by1 = a.x + a.w, a.y + a.h, b.x + b.w, b.y + b.h
-    inter = max(0, min(ax1, bx1) - max(a.x, b.x)) * max(0, min(ay1, by1) - max(a.y, b.y))
-    return inter / (a.area + b.area - inter)
-
-
 def bench_detect(argv: Sequence[str]) -> dict:
     """Face-detector recall on FER-style faces: each face upscaled and pasted into a 640×480 photo."""
     import numpy as np
@@ -174,7 +168,7 @@ def bench_detect(argv: Sequence[str]) -> dict:
         start = time.perf_counter()
         boxes = detector(np.asarray(photo))
         seconds += time.perf_counter() - start
-        found += any(_iou(b, Box(x, y, side, side)) >= 0.3 for b in boxes)
+        found += any(b.iou(Box(x, y, side, side)) >= 0.3 for b in boxes)
     return {"detector": "opencv haar frontalface_default", "samples": len(picks), "recall": round(found / len(picks), 4),
             "ms_per_640x480_image": round(seconds / len(picks) * 1000, 2)}
 

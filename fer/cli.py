@@ -1,5 +1,5 @@
 """Command line: ``python -m fer {fit,validate,test,predict} --config configs/….yaml`` (LightningCLI), plus
-``convert-csv``, ``bench``, ``ablate``, ``detect`` and ``export``."""
+``convert-csv``, ``bench``, ``ablate``, ``detect``, ``export``, ``stream`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from fer.data import FERDataError, FERDataModule
 from fer.data.reading import convert_csv
 from fer.detect import detect_command
 from fer.export import export_command
+from fer.serve import serve_command
+from fer.stream import stream_command
 from fer.training import EmotionClassifier
 
 
@@ -43,6 +45,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "ablate": ablate,
     "detect": detect_command,
     "export": export_command,
+    "stream": stream_command,
+    "serve": serve_command,
 }
 
 

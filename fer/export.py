@@ -16,20 +16,22 @@ import torch
 from torch import nn
 
 from fer.training import EmotionClassifier
-from fer.training.module import normalize_input
+from fer.training.module import net_logits, normalize_input
 
 
 class Probabilities(nn.Module):
-    """The trained network with its input normalisation and a softmax, in fp32 and eval mode (a plain
-    ``nn.Module``: tracing and export need none of the LightningModule around it)."""
+    """The trained network with its input normalisation, test-time flip, temperature and softmax, in fp32 and
+    eval mode (a plain ``nn.Module``: tracing and export need none of the LightningModule around it)."""
 
     def __init__(self, module: EmotionClassifier) -> None:
         super().__init__()
         self.net = module.net.float().eval()
-        self.normalize = module.hparams.normalize
+        self.normalize, self.tta_flip = module.hparams.normalize, module.hparams.tta_flip
+        self.temperature = module.temperature
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(normalize_input(image, self.normalize)).softmax(-1)
+        logits = net_logits(self.net, normalize_input(image, self.normalize), self.tta_flip)
+        return (logits / self.temperature).softmax(-1)
 
 
 def model_info(module: EmotionClassifier) -> dict:

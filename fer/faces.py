@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from fer.data.reading import FERDataError, MAX_IMAGE_PIXELS
+from fer.data.reading import check_pixels, opened_image, to_gray
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,13 @@ class Box:
 
     def as_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union of the two boxes."""
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        return inter / (self.area + other.area - inter) if inter else 0.0
 
 
 class FaceDetector(Protocol):
@@ -55,20 +62,19 @@ class HaarFaceDetector:
         return [Box(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
 
 
-def load_gray(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-    """A uint8 grayscale array from a path, PIL image or array, EXIF orientation honoured."""
+def load_gray(image: str | Path | BinaryIO | Image.Image | np.ndarray, name: str | None = None) -> np.ndarray:
+    """A uint8 grayscale array from a path, file object, PIL image or array (BGR/BGRA as OpenCV gives),
+    EXIF orientation honoured; an unreadable image raises ``FERDataError`` naming ``name`` (default: the path)."""
     if isinstance(image, np.ndarray):
         if image.ndim == 3:
             return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
         return image.astype(np.uint8, copy=False)
-    if not isinstance(image, Image.Image):
-        try:
-            image = Image.open(image)
-        except (OSError, ValueError) as e:
-            raise FERDataError(f"{image}: not an image file PIL can read ({e})") from e
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise FERDataError(f"image of {image.width}x{image.height} pixels is over the {MAX_IMAGE_PIXELS:,} limit")
-    return np.asarray(ImageOps.exif_transpose(image).convert("L"))
+    if isinstance(image, Image.Image):
+        check_pixels(image, name or "image")
+        return np.asarray(to_gray(image))
+    with opened_image(image, name or str(image)) as im:
+        check_pixels(im, name or str(image))
+        return np.asarray(to_gray(im))
 
 
 def crop(gray: np.ndarray, box: Box, margin: float = 0.1) -> np.ndarray:

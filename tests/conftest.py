@@ -2,8 +2,12 @@ from pathlib import Path
 
 import pytest
 
+from fer import EmotionRecognizer
 from fer.cli import main
 from fer.data.synthetic import make_synthetic_dataset
+from fer.emotions import EMOTIONS
+
+SIX = [e for e in EMOTIONS if e != "disgust"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,3 +43,13 @@ def fitted(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cli = main(["fit", *cli_args(out)])
     return cli, out
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_tree, tmp_path_factory):
+    """A recognizer briefly trained on six emotions (not disgust) through the Python API, and its log folder."""
+    out = tmp_path_factory.mktemp("api")
+    r = EmotionRecognizer(emotions=SIX, drop_rate=0.1, normalize=(0.5, 0.25))
+    r.train(str(tiny_tree / "train"), str(tiny_tree / "validation"), epochs=2, batch_size=16, log_dir=str(out),
+            limit_train_batches=4, enable_progress_bar=False)
+    return r, out

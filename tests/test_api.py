@@ -6,19 +6,9 @@ import pytest
 from PIL import Image
 
 from fer import EmotionRecognizer
-from fer.emotions import EMOTIONS
+from conftest import SIX
 from fer.faces import Box
 
-SIX = [e for e in EMOTIONS if e != "disgust"]
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_tree, tmp_path_factory):
-    out = tmp_path_factory.mktemp("api")
-    r = EmotionRecognizer(emotions=SIX, drop_rate=0.1, normalize=(0.5, 0.25))
-    r.train(str(tiny_tree / "train"), str(tiny_tree / "validation"), epochs=2, batch_size=16, log_dir=str(out),
-            limit_train_batches=4, enable_progress_bar=False)
-    return r, out
 
 
 def test_train_save_load_round_trip_keeps_weights_and_emotion_order(trained, tiny_tree, tmp_path):

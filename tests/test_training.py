@@ -50,3 +50,63 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tin
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert saved["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def _fit(tiny_tree, tmp_path, callbacks=(), epochs: int = 2, **model_kwargs) -> tuple[L.Trainer, EmotionClassifier]:
+    torch.manual_seed(0)
+    model = EmotionClassifier(backbone="vgg_half", drop_rate=0.1, **model_kwargs)
+    trainer = L.Trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=2, logger=False,
+                        accelerator="cpu", enable_progress_bar=False, callbacks=list(callbacks), default_root_dir=tmp_path)
+    trainer.fit(model, FERDataModule(str(tiny_tree), batch_size=16, num_workers=0))
+    return trainer, model
+
+
+def test_ema_stands_in_for_the_model_only_once_averaging_has_started(tiny_tree, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fer.training import EMAWeights
+
+    ema = EMAWeights(decay=0.5, update_starting_at_step=3)  # zero-based; 3 steps an epoch: from the 2nd epoch on
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, filename="{epoch}")
+    _, model = _fit(tiny_tree, tmp_path, [ema, checkpoints])
+    first, second = (torch.load(tmp_path / f"epoch={i}.ckpt", weights_only=False) for i in (0, 1))
+    assert "current_model_state" not in first  # not started: the model's own weights, not the initialisation
+    assert int(ema._average_model.n_averaged) == 3  # the second epoch's steps
+    key = "net.features.0.0.weight"
+    assert not torch.equal(second["state_dict"][key], second["current_model_state"][key])
+    assert torch.equal(model.state_dict()[key], second["state_dict"][key])  # training ends on the average
+
+
+def test_temperature_is_fitted_on_validation_stored_and_applied(tiny_tree, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fer.training.module import fit_temperature
+
+    logits = torch.randn(2000, 7) * 4
+    labels = torch.distributions.Categorical(logits=logits / 2).sample()  # the truth: logits are 2x too sharp
+    assert abs(fit_temperature(logits, labels) - 2.0) < 0.2
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="m")
+    _, model = _fit(tiny_tree, tmp_path, [checkpoint], epochs=1)
+    assert model.temperature != 1.0
+    loaded = EmotionClassifier.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=False)
+    assert loaded.temperature == model.temperature
+    x = torch.rand(4, 1, 48, 48)
+    loaded.eval()
+    expected = (loaded(x).float() / loaded.temperature).softmax(-1)
+    assert torch.allclose(loaded.probabilities(x), expected)
+
+
+def test_one_cycle_schedule_gets_the_run_length_from_the_trainer(tiny_tree, tmp_path):
+    scheduler = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.01, total_steps=None)
+    trainer, _ = _fit(tiny_tree, tmp_path, scheduler=scheduler, scheduler_interval="step",
+                      optimizer=partial(torch.optim.AdamW, lr=0.01))
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 6  # 2 epochs of 3 batches
+
+
+def test_flip_test_time_augmentation_averages_a_face_and_its_mirror():
+    model = EmotionClassifier(backbone="vgg_half", tta_flip=True).eval()
+    x = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)
+        assert torch.allclose(model(x), (model.net(x) + model.net(x.flip(-1))) / 2, atol=1e-5)

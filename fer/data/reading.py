@@ -13,9 +13,11 @@ import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -60,6 +62,24 @@ class FaceTable:
         return FaceTable(self.images[index], self.labels[index], [self.paths[i] for i in index.tolist()])
 
 
+@contextmanager
+def opened_image(source: str | Path | BinaryIO, name: str) -> Iterator[Image.Image]:
+    """The PIL image of a path or file object; any decoding failure, inside the ``with`` block too (PIL
+    decodes lazily), raises :class:`FERDataError` naming ``name``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                yield im
+    except FERDataError:
+        raise
+    except UnidentifiedImageError as e:
+        raise FERDataError(f"{name}: not an image file PIL can read") from e
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as e:
+        raise FERDataError(f"{name}: corrupt or truncated image ({e})") from e
+
+
 def read_image(path: str | Path, image_size: int) -> np.ndarray:
     """Decode any image file into an (image_size, image_size) uint8 grayscale array.
 
@@ -73,30 +93,30 @@ def read_image(path: str | Path, image_size: int) -> np.ndarray:
         raise FERDataError(f"{path}: cannot be read ({e.strerror})") from e
     if size == 0:
         raise FERDataError(f"{path}: file is empty (0 bytes); expected an image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return image_to_array(im, image_size, str(path))
-    except FERDataError:
-        raise
-    except UnidentifiedImageError as e:
-        raise FERDataError(f"{path}: not an image file PIL can read") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise FERDataError(f"{path}: corrupt or truncated image ({e})") from e
+    with opened_image(path, str(path)) as im:
+        return image_to_array(im, image_size, str(path))
 
 
-def image_to_array(im: Image.Image, image_size: int, name: str = "image") -> np.ndarray:
-    """Grayscale (image_size, image_size) uint8 array from an opened PIL image."""
+def check_pixels(im: Image.Image, name: str) -> None:
     if im.width * im.height > MAX_IMAGE_PIXELS:
         raise FERDataError(f"{name}: {im.width}x{im.height} pixels is over the {MAX_IMAGE_PIXELS:,} limit")
-    im.draft("L", (image_size, image_size))  # JPEG: decode at reduced scale, much faster for big photos
+
+
+def to_gray(im: Image.Image) -> Image.Image:
+    """Mode "L" of any image, EXIF orientation honoured; 16-bit and float images rescaled, not clipped."""
     im = ImageOps.exif_transpose(im)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(im, dtype=np.float32)
         peak = 65535.0 if arr.max() > 255 else 255.0
         im = Image.fromarray((arr.clip(0, peak) * (255.0 / peak)).astype(np.uint8))
-    im = im.convert("L")
+    return im.convert("L")
+
+
+def image_to_array(im: Image.Image, image_size: int, name: str = "image") -> np.ndarray:
+    """Grayscale (image_size, image_size) uint8 array from an opened PIL image."""
+    check_pixels(im, name)
+    im.draft("L", (image_size, image_size))  # JPEG: decode at reduced scale, much faster for big photos
+    im = to_gray(im)
     if im.size != (image_size, image_size):
         im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(im, dtype=np.uint8)

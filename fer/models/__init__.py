@@ -14,6 +14,7 @@ from torch import nn
 
 from fer.models.baseline import BaselineCNN
 from fer.models.timm_backbone import create_timm_backbone
+from fer.models.vgg import VGGNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "baseline": BaselineCNN,
@@ -21,6 +22,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "baseline_se": partial(BaselineCNN, attention="se"),
     "baseline_cbam": partial(BaselineCNN, attention="cbam"),
     "baseline_mhsa": partial(BaselineCNN, transformer_layers=2),
+    "vgg": VGGNet,
+    "vgg_half": partial(VGGNet, widths=(32, 64, 128, 256)),
 }
 
 

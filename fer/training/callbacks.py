@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -32,3 +32,28 @@ class PredictionCSVWriter(BasePredictionWriter):
                 best = max(range(len(p)), key=p.__getitem__)
                 writer.writerow([path, emotions[best], f"{p[best]:.4f}", *(f"{v:.4f}" for v in p)])
         print(f"Wrote {len(probs)} predictions to {out}")
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, standing in for the model (validation, checkpoints,
+    the end of training) only once averaging has started: before ``update_starting_at_step`` the average is
+    still the random initialisation, and averaging from step 0 mixes it into BatchNorm statistics."""
+
+    def _started(self) -> bool:
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._started():
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._started():
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._started():
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._started():
+            super().on_train_end(trainer, pl_module)

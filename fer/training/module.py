@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
+    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassRecall,
@@ -31,6 +32,29 @@ def normalize_input(x: torch.Tensor, normalize: tuple[float, float] | None) -> t
         return x
     mean, std = normalize
     return (x - mean) / std
+
+
+def net_logits(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool) -> torch.Tensor:
+    """``net(x)``, or with ``tta_flip`` the mean of the logits of ``x`` and of its mirror image."""
+    return (net(x) + net(x.flip(-1))) / 2 if tta_flip else net(x)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T minimising the negative log-likelihood of ``softmax(logits / T)`` (Guo et al., "On
+    Calibration of Modern Neural Networks", ICML 2017); fitted on log T so it stays positive."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
+    logits, labels = logits.float(), labels.long()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return float(log_t.exp())
 
 
 def _stage_metrics(num_classes: int, with_confusion: bool) -> MetricCollection:
@@ -67,6 +91,9 @@ class EmotionClassifier(L.LightningModule):
         freeze_backbone_epochs: train only the classifier for this many epochs, then everything.
         normalize: ``(mean, std)`` applied to the [0, 1] input inside the model, so every checkpoint carries
             its own input normalisation; ``None`` keeps the seed's plain [0, 1] input.
+        tta_flip: in evaluation and prediction, average the logits of each face and its mirror image.
+        calibrate: fit a softmax temperature on the validation logits after every validation epoch; it is
+            stored in the checkpoints and applied by ``probabilities`` (prediction, the API, exports).
     """
 
     def __init__(
@@ -85,6 +112,8 @@ class EmotionClassifier(L.LightningModule):
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
         normalize: tuple[float, float] | None = None,
+        tta_flip: bool = False,
+        calibrate: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,6 +129,12 @@ class EmotionClassifier(L.LightningModule):
             {f"{stage}_": _stage_metrics(len(self.emotions), with_confusion=stage != "train") for stage in STAGES}
         )
         self.val_acc_best = MaxMetric()
+        self.calibration = torch.nn.ModuleDict(
+            {name: MulticlassCalibrationError(len(self.emotions), n_bins=15) for name in ("raw", "scaled")}
+        )
+        self.temperature = 1.0
+        self._val_logits: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
 
     def _body_and_head(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         head = list(self.net.get_classifier().parameters()) if hasattr(self.net, "get_classifier") else []
@@ -111,13 +146,23 @@ class EmotionClassifier(L.LightningModule):
         x = normalize_input(x, self.hparams.normalize)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return net_logits(self.net, x, self.hparams.tta_flip and not self.training)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated per-emotion probabilities (float32) of faces scaled to [0, 1]."""
+        return (self(x).float() / self.temperature).softmax(-1)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         self.metrics[f"{stage}_"].update(logits.detach().float(), y)
+        if stage == "val" and self.hparams.calibrate:
+            self._val_logits.append(logits.detach().float())
+            self._val_labels.append(y)
+        if stage == "test":
+            self.calibration["raw"].update(logits.float().softmax(-1), y)
+            self.calibration["scaled"].update((logits.float() / self.temperature).softmax(-1), y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
@@ -138,7 +183,13 @@ class EmotionClassifier(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self(batch[0]).float().softmax(-1)
+        return self.probabilities(batch[0])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["temperature"] = self.temperature
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.temperature = checkpoint.get("temperature", 1.0)
 
     def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         values = self.metrics[f"{stage}_"].compute()
@@ -165,8 +216,16 @@ class EmotionClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")
+        logits, labels = self._val_logits, self._val_labels
+        self._val_logits, self._val_labels = [], []
         if self.trainer.sanity_checking:
             return
+        if logits:
+            logits, labels = torch.cat(logits), torch.cat(labels)
+            if self.trainer.world_size > 1:  # every rank fits the same temperature, on all ranks' logits
+                logits, labels = self.all_gather(logits).flatten(0, 1), self.all_gather(labels).flatten()
+            self.temperature = fit_temperature(logits, labels)
+            self.log("val/temperature", self.temperature)
         self.last_val_confusion = values["confusion"].cpu()
         self.val_acc_best.update(values["acc"])
         self.log("hp/val_acc_best", self.val_acc_best.compute())
@@ -180,6 +239,11 @@ class EmotionClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self._log_epoch("test")
         self.last_test_confusion = values["confusion"].cpu()
+        ece = {name: metric.compute().item() for name, metric in self.calibration.items()}
+        for metric in self.calibration.values():
+            metric.reset()
+        self.log("test/ece_uncalibrated", ece["raw"])
+        self.log("test/ece", ece["scaled"])
         log_dir = self.trainer.log_dir
         if self.logger is None or log_dir is None or not self.trainer.is_global_zero:
             return  # without a logger there is no run folder to write into
@@ -188,6 +252,9 @@ class EmotionClassifier(L.LightningModule):
             "accuracy": values["acc"].item(),
             "macro_f1": values["f1"].item(),
             "per_class_recall": dict(zip(self.emotions, values["recall"].tolist())),
+            "ece_uncalibrated": ece["raw"],
+            "ece": ece["scaled"],
+            "temperature": self.temperature,
             "samples": int(values["confusion"].sum()),
         }
         (Path(log_dir) / "test_metrics.json").write_text(json.dumps(summary, indent=2))
@@ -202,7 +269,11 @@ class EmotionClassifier(L.LightningModule):
             optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        kwargs = {}
+        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
+            # OneCycleLR-style schedules need the run's length: derived here, so configs hold no step counts.
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval, "monitor": "val/loss"},
