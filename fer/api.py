@@ -152,21 +152,27 @@ class EmotionRecognizer:
         with torch.inference_mode():
             return self.module.eval().probabilities(torch.from_numpy(faces)).numpy()
 
-    def faces_in(self, gray: np.ndarray, whole_image_if_no_face: bool = False) -> tuple[list[Box], np.ndarray]:
-        """Boxes of the faces in a uint8 grayscale image, largest first, and their (N, emotions) probabilities."""
+    def find_faces(self, gray: np.ndarray, whole_image_if_no_face: bool = False) -> list[Box]:
+        """Boxes of the faces in a uint8 grayscale image, largest first."""
         boxes = sorted(self.detector(gray), key=lambda b: b.area, reverse=True)
         if not boxes and whole_image_if_no_face:
             boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
+        return boxes
+
+    def classify_faces(self, gray: np.ndarray, boxes: list[Box]) -> np.ndarray:
+        """(len(boxes), emotions) probabilities of the faces in those boxes (cropped with a margin), in one batch."""
         if not boxes:
-            return [], np.zeros((0, len(self.emotions)), np.float32)
-        return boxes, self._classify([crop(gray, b) for b in boxes])
+            return np.zeros((0, len(self.emotions)), np.float32)
+        return self._classify([crop(gray, b) for b in boxes])
 
     def predict_faces(self, image: ImageLike | BinaryIO, whole_image_if_no_face: bool = False,
                       name: str | None = None) -> list[dict]:
         """Every face in ``image``: ``{"box": [x, y, w, h], "label", "probabilities": {emotion: p}}``,
         largest first. No face gives ``[]``, or with ``whole_image_if_no_face`` the whole image as one face
         (right for pre-cropped 48×48 data). An unreadable image raises ``FERDataError`` naming ``name``."""
-        boxes, probs = self.faces_in(load_gray(image, name), whole_image_if_no_face)
+        gray = load_gray(image, name)
+        boxes = self.find_faces(gray, whole_image_if_no_face)
+        probs = self.classify_faces(gray, boxes)
         return [
             {"box": b.as_list(), "label": self.emotions[int(p.argmax())],
              "probabilities": {e: round(float(v), 5) for e, v in zip(self.emotions, p)}}
@@ -174,11 +180,11 @@ class EmotionRecognizer:
         ]
 
     def predict_realtime(self, source: int | str = 0, output: str | None = None, show: bool = True,
-                         smoothing: int = 5, max_frames: int | None = None) -> dict:
+                         smoothing: int = 5, max_frames: int | None = None, detect_every: int = 1) -> dict:
         """Annotate live video (webcam index, video file or stream URL): see ``fer.stream.stream``."""
         from fer.stream import stream
 
-        return stream(self, source, output, show, smoothing, max_frames)
+        return stream(self, source, output, show, smoothing, max_frames, detect_every)
 
     def predict(self, image: ImageLike) -> str:
         """The emotion of the most prominent (largest) face, or of the whole image when no face is found."""

@@ -1,22 +1,31 @@
-"""``python -m fer bench train --config …``: training throughput of a config, printed as JSON.
+"""``python -m fer bench train|infer|detect``: measurements printed as JSON.
 
-For each precision × memory format it times ``--batches`` training steps of the full Lightning stack
-(after ``--warmup`` steps) and the same model, data loader and precision in a minimal PyTorch loop,
-and reports images/s, their ratio and the share of step time spent waiting for data.
+- ``train --config …``: for each precision × memory format, ``--batches`` training steps of the full Lightning
+  stack (after ``--warmup`` steps) and of the same model, data loader and precision in a minimal PyTorch loop:
+  images/s, their ratio and the share of step time spent waiting for data.
+- ``infer [--ckpt …]``: single-face latency (batch 1, one thread; p50/p99) and batch throughput of eager
+  PyTorch, TorchScript and ONNX Runtime, and the detection + classification pipeline's frames/s on a
+  640×480 video with one face.
+- ``detect --split_dir …``: face-detector recall on FER-style faces pasted into 640×480 photos.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+from PIL import Image
 
 from fer.data import FERDataModule
+from fer.data.synthetic import render_face
 
 
 class StepTimer(L.Callback):
@@ -47,23 +56,33 @@ class StepTimer(L.Callback):
         return {"images_per_s": round(self.images / elapsed, 1), "data_wait_share": round(self.wait / elapsed, 4)}
 
 
+def latency_ms(run: Callable[[], object], runs: int = 50, warmup: int = 5) -> dict[str, float]:
+    """p50 and p99 of ``run()``'s wall time, in milliseconds, after ``warmup`` calls."""
+    times = []
+    for i in range(runs + warmup):
+        start = time.perf_counter()
+        run()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return {"p50_ms": round(times[len(times) // 2] * 1000, 3), "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3)}
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def inference_latency_ms(model: torch.nn.Module, image_size: int, in_chans: int = 1, runs: int = 50) -> float:
     """Median single-image (batch 1) fp32 forward time on one CPU thread, in milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = model.eval()
-        x = torch.rand(1, in_chans, image_size, image_size)
-        times = []
-        with torch.inference_mode():
-            for i in range(runs + 5):
-                start = time.perf_counter()
-                model(x)
-                if i >= 5:
-                    times.append(time.perf_counter() - start)
-        return round(sorted(times)[len(times) // 2] * 1000, 3)
-    finally:
-        torch.set_num_threads(threads)
+    x = torch.rand(1, in_chans, image_size, image_size)
+    with torch_threads(1), torch.inference_mode():
+        return latency_ms(lambda: model.eval()(x), runs)["p50_ms"]
 
 
 def _lightning(model_factory, dm: FERDataModule, precision: str, batches: int, warmup: int) -> dict[str, float]:
@@ -143,9 +162,6 @@ def bench_train(argv: Sequence[str]) -> dict:
 
 def bench_detect(argv: Sequence[str]) -> dict:
     """Face-detector recall on FER-style faces: each face upscaled and pasted into a 640×480 photo."""
-    import numpy as np
-    from PIL import Image
-
     from fer.data.reading import list_split
     from fer.emotions import EMOTIONS
     from fer.faces import Box, HaarFaceDetector
@@ -169,11 +185,81 @@ def bench_detect(argv: Sequence[str]) -> dict:
         boxes = detector(np.asarray(photo))
         seconds += time.perf_counter() - start
         found += any(b.iou(Box(x, y, side, side)) >= 0.3 for b in boxes)
-    return {"detector": "opencv haar frontalface_default", "samples": len(picks), "recall": round(found / len(picks), 4),
+    settings = {k: getattr(detector, k) for k in ("scale_factor", "min_neighbors", "min_size", "max_side", "equalize")}
+    return {"detector": "opencv haar frontalface_default", "settings": settings, "samples": len(picks), "recall": round(found / len(picks), 4),
             "ms_per_640x480_image": round(seconds / len(picks) * 1000, 2)}
 
 
-BENCHES = {"train": bench_train, "detect": bench_detect}
+def _face_video(path: Path, face: np.ndarray, frames: int) -> None:
+    """A 640×480 video of ``face`` (grayscale, any size) scaled to 160 px, drifting over a textured background."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    background = cv2.resize(rng.integers(60, 200, (60, 80), dtype=np.uint8), (640, 480))
+    face = cv2.resize(face, (160, 160), interpolation=cv2.INTER_CUBIC)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+    for i in range(frames):
+        frame = background.copy()
+        x = 200 + int(40 * np.sin(i / 15))
+        frame[160:320, x:x + 160] = face
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+
+
+def bench_infer(argv: Sequence[str]) -> dict:
+    """Inference latency and throughput of a model in eager PyTorch, TorchScript and ONNX Runtime, and the
+    frames/s of the whole detection + classification pipeline."""
+    import cv2
+
+    from fer.api import EmotionRecognizer, OnnxClassifier
+    from fer.export import Probabilities, export_onnx
+    from fer.stream import stream
+
+    parser = argparse.ArgumentParser(prog="fer bench infer", description=bench_infer.__doc__)
+    parser.add_argument("--ckpt", help="checkpoint (default: the model shipped with fer)")
+    parser.add_argument("--face", type=Path, help="face image for the video (default: a synthetic face)")
+    parser.add_argument("--runs", type=int, default=300, help="timed batch-1 calls per runtime")
+    parser.add_argument("--batch", type=int, default=64, help="batch size of the throughput measurement")
+    parser.add_argument("--frames", type=int, default=300, help="frames of the pipeline video")
+    parser.add_argument("--detect-every", type=int, default=1, help="pipeline: search for faces every Nth frame")
+    args = parser.parse_args(argv)
+
+    recognizer = EmotionRecognizer.load(args.ckpt)
+    module = recognizer.module
+    side, chans = module.hparams.image_size, module.hparams.in_chans
+    one, batch = torch.rand(1, chans, side, side), torch.rand(args.batch, chans, side, side)
+    results: dict = {"backbone": module.hparams.backbone, "tta_flip": module.hparams.tta_flip,
+                     "image_size": side, "threads": 1, "runtimes": {}}
+    with tempfile.TemporaryDirectory() as tmp, torch_threads(1), torch.inference_mode():
+        eager = Probabilities(module)
+        scripted = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(eager, one).eval()))
+        onnx = OnnxClassifier(export_onnx(module, Path(tmp) / "model.onnx"), threads=1)
+        runtimes = {"eager": eager, "torchscript": scripted,
+                    "onnxruntime": lambda x: onnx(x.numpy())}
+        for name, run in runtimes.items():
+            row = latency_ms(lambda: run(one), args.runs)
+            seconds = latency_ms(lambda: run(batch), 10, warmup=2)["p50_ms"] / 1000
+            row["batch_images_per_s"] = round(args.batch / seconds, 1)
+            results["runtimes"][name] = row
+            print(json.dumps({name: row}), flush=True)
+
+        face = (np.asarray(Image.open(args.face).convert("L")) if args.face
+                else render_face("happy", np.random.default_rng(0), 48))
+        video = Path(tmp) / "face.mp4"
+        _face_video(video, face, args.frames)
+        recognizer.onnx = onnx  # the pipeline classifies with ONNX Runtime, as a deployment would
+        detector = recognizer.detector
+        gray = cv2.cvtColor(cv2.VideoCapture(str(video)).read()[1], cv2.COLOR_BGR2GRAY)
+        stats = stream(recognizer, video, detect_every=args.detect_every)
+        results["pipeline"] = {
+            "video": "640x480", "frames": stats["frames"], "faces_found": stats["faces"],
+            "detect_every": args.detect_every, "frames_per_s": round(stats["fps"], 1),
+            "detector_ms": latency_ms(lambda: detector(gray), 20, warmup=2)["p50_ms"],
+        }
+    return results
+
+
+BENCHES = {"train": bench_train, "infer": bench_infer, "detect": bench_detect}
 
 
 def bench_command(argv: Sequence[str]) -> None:

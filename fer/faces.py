@@ -44,22 +44,33 @@ class FaceDetector(Protocol):
 
 
 class HaarFaceDetector:
-    """OpenCV's frontal-face Haar cascade (Viola & Jones, CVPR 2001); needs no download."""
+    """OpenCV's frontal-face Haar cascade (Viola & Jones, CVPR 2001); needs no download.
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24,
+    The defaults were chosen on FER2013 validation faces pasted into 640×480 photos (``python -m fer bench
+    detect``): fewer required neighbours and no histogram equalisation find more of them. Images whose longer
+    side exceeds ``max_side`` are searched downscaled (boxes are returned in the original's pixels): the
+    cascade's cost grows with the pixel count, and faces that matter in a photo are rarely tiny.
+    """
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 3, min_size: int = 24,
+                 max_side: int | None = 640, equalize: bool = False,
                  cascade: str = "haarcascade_frontalface_default.xml") -> None:
         path = Path(cv2.data.haarcascades) / cascade
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
             raise RuntimeError(f"OpenCV could not load {path}; install opencv-python-headless<5, which ships it")
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        self.max_side, self.equalize = max_side, equalize
 
     def __call__(self, gray: np.ndarray) -> list[Box]:
+        scale = min(1.0, self.max_side / max(gray.shape)) if self.max_side else 1.0
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.cascade.detectMultiScale(
-            cv2.equalizeHist(gray), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
+            cv2.equalizeHist(gray) if self.equalize else gray, scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors, minSize=(self.min_size, self.min_size),
         )
-        return [Box(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+        return [Box(*(int(round(v / scale)) for v in box)) for box in found]
 
 
 def load_gray(image: str | Path | BinaryIO | Image.Image | np.ndarray, name: str | None = None) -> np.ndarray:

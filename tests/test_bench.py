@@ -21,3 +21,15 @@ def test_bench_detect_reports_recall(tiny_tree, capsys):
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{"):])
     assert result["samples"] == 5 and 0 <= result["recall"] <= 1 and result["ms_per_640x480_image"] > 0
+
+
+def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, tmp_path, capsys):
+    ckpt = tmp_path / "m.ckpt"
+    trained[0].save(str(ckpt))
+    main(["bench", "infer", "--ckpt", str(ckpt), "--runs", "5", "--batch", "4", "--frames", "6"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n"):])
+    assert set(result["runtimes"]) == {"eager", "torchscript", "onnxruntime"}
+    for row in result["runtimes"].values():
+        assert 0 < row["p50_ms"] <= row["p99_ms"] and row["batch_images_per_s"] > 0
+    assert result["pipeline"]["frames"] == 6 and result["pipeline"]["frames_per_s"] > 0
