@@ -62,10 +62,10 @@ class EmotionRecognizer:
         splits = {"train": train_path, **({"validation": validation_path} if validation_path else {})}
         dm = self._datamodule(batch_size, data_dir=None, split_dirs=splits)
         self.module.optimizer_factory = partial(torch.optim.Adam, lr=lr)
-        checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_last=True)
+        checkpoint = ModelCheckpoint(monitor="val/acc", mode="max")
         trainer = L.Trainer(
             max_epochs=epochs, logger=TensorBoardLogger(log_dir, name="recognizer", default_hp_metric=False),
-            callbacks=[checkpoint, EarlyStopping(monitor="val/acc", mode="max", patience=patience)],
+            callbacks=[checkpoint, ModelCheckpoint(filename="last"), EarlyStopping(monitor="val/acc", mode="max", patience=patience)],
             **{"precision": "bf16-mixed", **trainer_kwargs},
         )
         trainer.fit(self.module, dm)

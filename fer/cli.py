@@ -4,28 +4,83 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fer.ablate import ablate
 from fer.bench import bench_command
-from fer.data import FERDataError, FERDataModule
+from fer.data import FERDataModule
 from fer.data.reading import convert_csv
 from fer.detect import detect_command
+from fer.errors import FERError
 from fer.export import export_command
+from fer.runs import check_checkpoint, check_writable, latest_run
 from fer.serve import serve_command
 from fer.stream import stream_command
 from fer.training import EmotionClassifier
 
 
+class FERArgumentParser(LightningArgumentParser):
+    """Argument errors in one paragraph (no usage dump): the message, the closest accepted options, and where
+    to see them all."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse parsing internally: it catches and goes on
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        accepted = [option[2:] for action in parser._actions for option in action.option_strings if option[:2] == "--"]
+        hints = []
+        for bad in re.findall(r"(?:option|key) ['\"]([\w.]+)['\"]|--([\w.]+)", message):
+            bad = bad[0] or bad[1]
+            if bad in accepted:
+                continue
+            close = difflib.get_close_matches(bad, [o for o in accepted if "." in o], n=3, cutoff=0.6)
+            siblings = sorted({o.rsplit(".", 1)[-1] for o in accepted if o.rsplit(".", 1)[0] == bad.rsplit(".", 1)[0]})
+            if close:
+                hints.append(f"Did you mean {' or '.join(close)}?")
+            elif siblings and "." in bad:
+                hints.append(f"{bad.rsplit('.', 1)[0]} accepts: {', '.join(siblings)}.")
+        command = parser.prog.replace(" [options]", "").replace("__main__.py", "python -m fer")
+        sys.stderr.write(f"fer: config error: {message.strip().rstrip('.')}." + (" " + " ".join(hints) if hints else "")
+                         + f" All options: {command} --help\n")
+        self.exit(2)
+
+
 class FERCLI(LightningCLI):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, parser_class=FERArgumentParser, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         # One source of truth each: the data decides the classes, the model its input size.
         parser.link_arguments("data.emotions", "model.emotions")
         parser.link_arguments("model.image_size", "data.image_size")
+
+    def before_instantiate_classes(self) -> None:
+        """Check what a run depends on before it starts: the log folder can be written; ``--ckpt_path last``
+        means the newest run's ``last.ckpt`` and logging on in that run's folder (one TensorBoard curve); a
+        checkpoint to load is whole."""
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        logger = config.trainer.logger
+        logger_args = getattr(logger, "init_args", None) if isinstance(logger, Namespace) else None
+        save_dir = getattr(logger_args, "save_dir", None)
+        if self.subcommand == "fit":
+            check_writable(save_dir or config.trainer.default_root_dir or ".")
+        if config.ckpt_path == "last" and save_dir is not None and getattr(logger_args, "name", None):
+            logger_args.version, path = latest_run(save_dir, logger_args.name)
+            config.ckpt_path = str(path)
+        if config.ckpt_path not in (None, "best", "last", "hpc", "registry"):
+            check_checkpoint(config.ckpt_path)
 
 
 def convert_csv_command(argv: Sequence[str]) -> None:
@@ -66,5 +121,11 @@ def main(args: Sequence[str] | None = None) -> object:
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
         )
-    except FERDataError as e:
-        sys.exit(f"fer: data error: {e}")
+    except FERError as e:
+        sys.exit(f"fer: {e.kind}: {e}")
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        sys.exit(f"fer: run error: cannot write {e.filename or 'a file'} ({e.strerror}). Checkpoints are written to "
+                 "a temporary file and renamed, so the last one saved is whole: free space and resume with "
+                 "--ckpt_path last")

@@ -36,7 +36,7 @@ def test_unknown_backbone_names_the_choices():
 
 
 def test_baseline_rejects_sizes_the_pools_cannot_halve():
-    with pytest.raises(ValueError, match="divisible by 16"):
+    with pytest.raises(ValueError, match="multiple of 16"):
         BaselineCNN(image_size=50)
 
 

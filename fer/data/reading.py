@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.progress import track
 
 from fer.emotions import EMOTIONS, FER2013_CSV_ORDER, canonical_emotion
+from fer.errors import FERError
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,10 @@ EXPECTED_LAYOUT = """\
   <emotion> is one of: """ + ", ".join(EMOTIONS) + " (case-insensitive; aliases such as happiness, sadness accepted)"
 
 
-class FERDataError(ValueError):
+class FERDataError(FERError, ValueError):
     """Bad or missing data, with the file or folder and what was expected."""
+
+    kind = "data error"
 
 
 @dataclass

@@ -12,6 +12,7 @@ from functools import partial
 import timm
 from torch import nn
 
+from fer.errors import ConfigError
 from fer.models.baseline import BaselineCNN
 from fer.models.timm_backbone import create_timm_backbone
 from fer.models.vgg import VGGNet
@@ -33,8 +34,8 @@ def create_model(
     """Build the registered architecture ``name``, or else the timm model of that name."""
     builder = MODELS.get(name) or (partial(create_timm_backbone, name) if timm.is_model(name) else None)
     if builder is None:
-        raise ValueError(
-            f"Unknown backbone {name!r}; registered backbones: {sorted(MODELS)}, or any timm model name "
+        raise ConfigError(
+            f"Unknown backbone {name!r} (model.backbone); registered backbones: {sorted(MODELS)}, or any timm model name "
             "(e.g. resnet18, convnext_atto, mobilenetv3_small_100; see timm.list_models())"
         )
     return builder(in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, image_size=image_size, **kwargs)

@@ -6,6 +6,7 @@ import torch
 from timm.layers import create_attn
 from torch import nn
 
+from fer.errors import ConfigError
 from fer.models.layers import Dropout, TokenTransformer
 
 
@@ -57,7 +58,7 @@ class BaselineCNN(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % 16:
-            raise ValueError(f"BaselineCNN needs image_size divisible by 16 (four 2x2 pools), got {image_size}")
+            raise ConfigError(f"model.image_size: BaselineCNN needs a multiple of 16 (four 2x2 pools), got {image_size}")
         chans = (in_chans, *self.widths)
         self.features = nn.Sequential(
             *(_conv_block(chans[i], chans[i + 1], negative_slope, drop_rate, batch_norm, attention) for i in range(len(self.widths)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fer.errors import ConfigError
 from fer.models.layers import Dropout
 
 
@@ -37,7 +38,7 @@ class VGGNet(nn.Module):
     ) -> None:
         super().__init__()
         if image_size < 2 ** len(widths):
-            raise ValueError(f"VGGNet with {len(widths)} pooling stages needs image_size >= {2 ** len(widths)}")
+            raise ConfigError(f"model.image_size: VGGNet with {len(widths)} pooling stages needs at least {2 ** len(widths)}, got {image_size}")
         chans = (in_chans, *widths)
         self.features = nn.Sequential(*(_stage(chans[i], chans[i + 1], depth) for i in range(len(widths))))
         self.head = nn.Sequential(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -169,7 +170,8 @@ class EmotionClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
-            checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none written yet"
+            saved = [p for cb in self.trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path) if p]
+            checkpoint = max(saved, key=os.path.getmtime) if saved else "none written yet"
             raise FloatingPointError(
                 f"Training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: stopping. "
                 f"Last good checkpoint: {checkpoint}. Try a lower learning rate or fp32 precision."
