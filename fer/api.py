@@ -22,6 +22,7 @@ from fer.reports import write_confusion
 from fer.training import EmotionClassifier
 
 ImageLike = str | Path | Image.Image | np.ndarray
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "fer2013_vgg.ckpt"
 
 
 class EmotionRecognizer:
@@ -127,12 +128,16 @@ class EmotionRecognizer:
     @classmethod
     def load(cls, path: str | None = None, detector: FaceDetector | None = None) -> EmotionRecognizer:
         """Load a checkpoint written by ``save`` or by training with the CLI, or an ``.onnx`` file from
-        ``python -m fer export`` (then prediction runs on ONNX Runtime; training and evaluation need a checkpoint)."""
+        ``python -m fer export`` (then prediction runs on ONNX Runtime; training and evaluation need a checkpoint).
+        Without ``path``: the model that ships with fer (see MODEL_CARD.md)."""
         if path is None:
-            raise FileNotFoundError(
-                "No default model ships with fer yet: train one (python -m fer fit --config configs/baseline.yaml) "
-                "and pass its checkpoint, e.g. EmotionRecognizer.load('runs/baseline/version_0/checkpoints/last.ckpt')"
-            )
+            if not DEFAULT_MODEL.is_file():
+                raise FileNotFoundError(
+                    f"No default model at {DEFAULT_MODEL}: train one (python -m fer fit --config "
+                    "configs/accurate.yaml) and pass its checkpoint, e.g. EmotionRecognizer.load('runs/accurate/"
+                    "version_0/checkpoints/last.ckpt')"
+                )
+            path = DEFAULT_MODEL
         recognizer = cls.__new__(cls)
         if str(path).endswith(".onnx"):
             recognizer.onnx, recognizer.module = OnnxClassifier(path), None

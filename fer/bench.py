@@ -7,6 +7,7 @@
   PyTorch, TorchScript and ONNX Runtime, and the detection + classification pipeline's frames/s on a
   640×480 video with one face.
 - ``detect --split_dir …``: face-detector recall on FER-style faces pasted into 640×480 photos.
+- ``serve [--clients 8 --seconds 20]``: a bounded load test of the web API on loopback.
 """
 
 from __future__ import annotations
@@ -259,7 +260,82 @@ def bench_infer(argv: Sequence[str]) -> dict:
     return results
 
 
-BENCHES = {"train": bench_train, "infer": bench_infer, "detect": bench_detect}
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def bench_serve(argv: Sequence[str]) -> dict:
+    """A bounded load test of the web API on loopback: ``--clients`` threads post a face photo for
+    ``--seconds``; latency p50/p99, requests/s, errors (anything but 200) and the process's memory."""
+    import io
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from fer.api import EmotionRecognizer
+    from fer.serve import create_app
+
+    parser = argparse.ArgumentParser(prog="fer bench serve", description=bench_serve.__doc__)
+    parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+
+    recognizer = EmotionRecognizer.load(args.ckpt)
+    photo = Image.fromarray(np.random.default_rng(0).integers(60, 200, (480, 640), dtype=np.uint8))
+    photo.paste(Image.fromarray(render_face("happy", np.random.default_rng(0), 160)), (240, 160))
+    body = io.BytesIO()
+    photo.save(body, format="JPEG")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(recognizer), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/predict?whole_image=true"
+    latencies: list[float] = []
+    errors: list[str] = []
+    rss = [_rss_mb()]
+    stop = time.monotonic() + args.seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while time.monotonic() < stop:
+                start = time.perf_counter()
+                try:
+                    response = http.post(url, files={"file": ("photo.jpg", body.getvalue(), "image/jpeg")})
+                    if response.status_code != 200:
+                        errors.append(f"{response.status_code}: {response.text[:200]}")
+                except httpx.HTTPError as e:
+                    errors.append(repr(e))
+                latencies.append(time.perf_counter() - start)
+
+    clients = [threading.Thread(target=client) for _ in range(args.clients)]
+    began = time.perf_counter()
+    for c in clients:
+        c.start()
+    while any(c.is_alive() for c in clients):
+        time.sleep(min(1.0, args.seconds / 4))
+        rss.append(_rss_mb())
+    elapsed = time.perf_counter() - began
+    server.should_exit = True
+    thread.join(10)
+    latencies.sort()
+    return {
+        "clients": args.clients, "seconds": round(elapsed, 1), "requests": len(latencies), "errors": len(errors),
+        "first_errors": errors[:3], "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else None,
+        "rss_mb": {"start": round(rss[0], 1), "peak": round(max(rss), 1), "end": round(rss[-1], 1)},
+    }
+
+
+BENCHES = {"train": bench_train, "infer": bench_infer, "detect": bench_detect, "serve": bench_serve}
 
 
 def bench_command(argv: Sequence[str]) -> None:

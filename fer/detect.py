@@ -28,7 +28,7 @@ def annotate(image: Image.Image, faces: list[dict]) -> Image.Image:
 def detect_command(argv: Sequence[str]) -> list[dict]:
     parser = argparse.ArgumentParser(prog="fer detect", description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    parser.add_argument("--ckpt", help="model checkpoint (from fit or EmotionRecognizer.save)")
+    parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
     parser.add_argument("--format", choices=["json", "table"], default="json")
     parser.add_argument("--annotate", type=Path, help="folder to write annotated copies of the images into")
     parser.add_argument("--whole-image", action="store_true",

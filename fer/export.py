@@ -1,4 +1,7 @@
-"""``python -m fer export --ckpt … --format onnx|torchscript [--quantize int8]``: a model for deployment.
+"""``python -m fer export --ckpt … --format onnx|torchscript|checkpoint [--quantize int8]``: a model for deployment.
+
+``checkpoint`` writes a slim checkpoint (weights, hyper-parameters, temperature; no optimiser state), the form
+in which the default model ships inside the package (``fer/weights/``).
 
 The exported graph takes (N, 1, S, S) float32 faces scaled to [0, 1] and returns per-emotion probabilities;
 input normalisation and softmax are inside it. The emotion order and input size travel with the file (ONNX
@@ -72,15 +75,21 @@ def export_torchscript(module: EmotionClassifier, path: Path) -> Path:
 def export_command(argv: Sequence[str]) -> Path:
     parser = argparse.ArgumentParser(prog="fer export", description=__doc__)
     parser.add_argument("--ckpt", required=True, help="checkpoint from fit or EmotionRecognizer.save")
-    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    parser.add_argument("--format", choices=["onnx", "torchscript", "checkpoint"], default="onnx")
     parser.add_argument("--quantize", choices=["int8"], help="ONNX only: int8 weights (dynamic quantisation)")
     parser.add_argument("--output", type=Path, help="file to write (default: next to the checkpoint)")
     args = parser.parse_args(argv)
     if args.quantize and args.format != "onnx":
         parser.error("--quantize works with --format onnx")
-    module = EmotionClassifier.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)
-    suffix = {"onnx": ".onnx", "torchscript": ".pt"}[args.format]
+    suffix = {"onnx": ".onnx", "torchscript": ".pt", "checkpoint": ".slim.ckpt"}[args.format]
     output = args.output or Path(args.ckpt).with_suffix(suffix)
+    if args.format == "checkpoint":
+        from fer.api import EmotionRecognizer
+
+        EmotionRecognizer.load(args.ckpt).save(str(output))
+        print(f"Wrote {output}")
+        return output
+    module = EmotionClassifier.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)
     written = export_onnx(module, output, args.quantize) if args.format == "onnx" else export_torchscript(module, output)
     print(f"Wrote {written}")
     return written

@@ -7,6 +7,7 @@ from PIL import Image
 
 from fer import EmotionRecognizer
 from conftest import SIX
+from fer.emotions import EMOTIONS
 from fer.faces import Box
 
 
@@ -29,6 +30,7 @@ def test_evaluate_reports_metrics_and_writes_the_figure(trained, tiny_tree, tmp_
     assert set(result["per_class"]) == set(SIX)
     assert sum(map(sum, result["confusion_matrix"])) == 6 * 15  # disgust's folder is left out
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["macro_f1"] <= 1
+    assert 0 <= result["ece"] <= 1 and 0 <= result["ece_uncalibrated"] <= 1 and result["temperature"] > 0
     assert json.loads((tmp_path / "evaluate_confusion_matrix.json").read_text())["counts"] == result["confusion_matrix"]
     assert (tmp_path / "evaluate_confusion_matrix.png").exists()
     assert not list(Path.cwd().glob("test_*.json"))  # nothing written into the working directory
@@ -62,9 +64,22 @@ def test_no_face_gives_an_empty_list_or_the_whole_image(trained):
     assert whole["box"] == [0, 0, 120, 90]
 
 
-def test_load_without_a_path_says_how_to_get_a_model():
-    with pytest.raises(FileNotFoundError, match="No default model ships"):
+def test_load_without_a_path_says_how_to_get_a_model_when_none_ships(monkeypatch, tmp_path):
+    import fer.api
+
+    monkeypatch.setattr(fer.api, "DEFAULT_MODEL", tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError, match="No default model at .*configs/accurate.yaml"):
         EmotionRecognizer.load()
+
+
+def test_the_shipped_model_loads_without_a_path_and_reads_a_face(tiny_tree):
+    import fer.api
+
+    assert fer.api.DEFAULT_MODEL.stat().st_size <= 20 * 2**20
+    r = EmotionRecognizer.load()
+    assert r.emotions == list(EMOTIONS) and r.module.temperature > 0
+    (face,) = r.predict_faces(tiny_tree / "test" / "happy" / "00000.png", whole_image_if_no_face=True)
+    assert face["label"] in EMOTIONS and abs(sum(face["probabilities"].values()) - 1) < 1e-3
 
 
 def test_detect_command_prints_json_and_writes_annotated_images(trained, tiny_tree, tmp_path, capsys):

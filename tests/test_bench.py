@@ -33,3 +33,14 @@ def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, t
     for row in result["runtimes"].values():
         assert 0 < row["p50_ms"] <= row["p99_ms"] and row["batch_images_per_s"] > 0
     assert result["pipeline"]["frames"] == 6 and result["pipeline"]["frames_per_s"] > 0
+
+
+def test_bench_serve_holds_a_short_load_without_errors(trained, tmp_path, capsys):
+    ckpt = tmp_path / "m.ckpt"
+    trained[0].save(str(ckpt))
+    main(["bench", "serve", "--ckpt", str(ckpt), "--clients", "3", "--seconds", "2"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert result["errors"] == 0 and result["requests"] >= 3
+    assert 0 < result["p50_ms"] <= result["p99_ms"] and result["requests_per_s"] > 0
+    assert result["rss_mb"]["end"] > 0
