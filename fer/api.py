@@ -66,7 +66,8 @@ class EmotionRecognizer:
         checkpoint = ModelCheckpoint(monitor="val/acc", mode="max")
         trainer = L.Trainer(
             max_epochs=epochs, logger=TensorBoardLogger(log_dir, name="recognizer", default_hp_metric=False),
-            callbacks=[checkpoint, ModelCheckpoint(filename="last"), EarlyStopping(monitor="val/acc", mode="max", patience=patience)],
+            callbacks=[checkpoint, ModelCheckpoint(filename="last"),
+                       EarlyStopping(monitor="val/acc", mode="max", patience=patience)],
             **{"precision": "bf16-mixed", **trainer_kwargs},
         )
         trainer.fit(self.module, dm)

@@ -31,6 +31,7 @@ class Probabilities(nn.Module):
         self.net = module.net.float().eval()
         self.normalize, self.tta_flip = module.hparams.normalize, module.hparams.tta_flip
         self.temperature = module.temperature
+        self.eval()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = net_logits(self.net, normalize_input(image, self.normalize), self.tta_flip)

@@ -60,6 +60,14 @@ def stream(recognizer, source: int | str = 0, output: str | Path | None = None, 
     frame and their boxes reused in between (faces move little in a few frames; detection costs most).
     Returns ``{"frames", "fps", "faces"}``: frames read, mean frames/s of detection + classification + drawing,
     faces found in all."""
+    if show:
+        try:
+            cv2.namedWindow("fer")
+        except cv2.error as e:
+            raise RuntimeError(
+                "Showing video needs OpenCV with GUI support, which opencv-python-headless lacks: write the "
+                "annotated video with output=… (--output), or install opencv-python instead"
+            ) from e
     capture = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
     if not capture.isOpened():
         raise FileNotFoundError(f"Cannot open video source {source!r}: expected a webcam index, a video file or a URL")
@@ -107,13 +115,18 @@ def stream_command(argv: Sequence[str]) -> dict:
     parser.add_argument("--smoothing", type=int, default=5, help="frames to average each face's probabilities over")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--detect-every", type=int, default=1, help="search for faces every Nth frame only")
+    parser.add_argument("--detect-side", type=int,
+                        help="search for faces in frames downscaled to this longer side (faster; default 640)")
     args = parser.parse_args(argv)
     if args.output is None and not args.show:
         parser.error("nothing to do: give --output FILE and/or --show")
 
     from fer.api import EmotionRecognizer
 
-    stats = stream(EmotionRecognizer.load(args.ckpt), args.source, args.output, args.show, args.smoothing,
+    recognizer = EmotionRecognizer.load(args.ckpt)
+    if args.detect_side:
+        recognizer.detector.max_side = args.detect_side
+    stats = stream(recognizer, args.source, args.output, args.show, args.smoothing,
                    args.max_frames, args.detect_every)
     print(f"{stats['frames']} frames, {stats['faces']} faces, {stats['fps']:.1f} frames/s"
           + (f"; annotated video: {args.output}" if args.output else ""))

@@ -60,3 +60,10 @@ def test_stream_command_writes_the_output(trained, video, tmp_path, capsys):
     stats = main(["stream", "--source", str(video), "--output", str(tmp_path / "o.mp4"), "--ckpt", str(ckpt)])
     assert stats["frames"] == 12 and (tmp_path / "o.mp4").stat().st_size > 1000
     assert "12 frames" in capsys.readouterr().out
+
+
+def test_showing_video_without_a_gui_says_what_to_do_instead(trained, video):
+    if cv2.getBuildInformation().split("GUI:")[1].split()[0] != "NONE":
+        pytest.skip("this OpenCV build has a GUI")
+    with pytest.raises(RuntimeError, match="output="):
+        stream(trained[0], str(video), show=True, max_frames=1)

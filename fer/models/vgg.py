@@ -38,7 +38,8 @@ class VGGNet(nn.Module):
     ) -> None:
         super().__init__()
         if image_size < 2 ** len(widths):
-            raise ConfigError(f"model.image_size: VGGNet with {len(widths)} pooling stages needs at least {2 ** len(widths)}, got {image_size}")
+            raise ConfigError(f"model.image_size: VGGNet with {len(widths)} pooling stages needs at least "
+                              f"{2 ** len(widths)}, got {image_size}")
         chans = (in_chans, *widths)
         self.features = nn.Sequential(*(_stage(chans[i], chans[i + 1], depth) for i in range(len(widths))))
         self.head = nn.Sequential(
