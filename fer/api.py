@@ -123,8 +123,12 @@ class EmotionRecognizer:
     def save(self, path: str) -> None:
         """A Lightning-compatible checkpoint: weights plus hyper-parameters (the emotion order included)."""
         hparams = {k: v for k, v in self.module.hparams.items() if k not in ("optimizer", "scheduler")}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial_file = path.with_name(path.name + ".partial")  # renamed when whole: a crash never leaves half a file
         torch.save({"state_dict": self.module.state_dict(), "hyper_parameters": hparams,
-                    "temperature": self.module.temperature, "pytorch-lightning_version": L.__version__}, path)
+                    "temperature": self.module.temperature, "pytorch-lightning_version": L.__version__}, partial_file)
+        partial_file.replace(path)
 
     @classmethod
     def load(cls, path: str | None = None, detector: FaceDetector | None = None) -> EmotionRecognizer:
