@@ -110,3 +110,12 @@ def test_flip_test_time_augmentation_averages_a_face_and_its_mirror():
     with torch.no_grad():
         assert torch.allclose(model(x), model(x.flip(-1)), atol=1e-5)
         assert torch.allclose(model(x), (model.net(x) + model.net(x.flip(-1))) / 2, atol=1e-5)
+
+
+def test_temperature_fits_under_inference_mode_too():
+    from fer.training.module import fit_temperature
+
+    with torch.inference_mode():
+        logits = torch.randn(500, 7) * 3
+        labels = logits.argmax(-1)
+        assert fit_temperature(logits, labels) < 1.0  # always right: sharpen

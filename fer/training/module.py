@@ -43,19 +43,19 @@ def net_logits(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool) -> torch.T
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature T minimising the negative log-likelihood of ``softmax(logits / T)`` (Guo et al., "On
     Calibration of Modern Neural Networks", ICML 2017); fitted on log T so it stays positive."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
-    logits, labels = logits.float(), labels.long()
+    with torch.inference_mode(False), torch.enable_grad():  # callers may hold inference-mode tensors
+        log_t = torch.zeros(1, requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
+        logits, labels = logits.float().clone(), labels.long().clone()
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(logits / log_t.exp(), labels)
+            loss.backward()
+            return loss
 
-    with torch.enable_grad():
         optimizer.step(closure)
-    return float(log_t.exp())
+        return float(log_t.exp())
 
 
 def _stage_metrics(num_classes: int, with_confusion: bool) -> MetricCollection:
@@ -222,7 +222,7 @@ class EmotionClassifier(L.LightningModule):
         self._val_logits, self._val_labels = [], []
         if self.trainer.sanity_checking:
             return
-        if logits:
+        if logits and self.trainer.state.fn == "fit":  # a checkpoint's temperature is its training run's
             logits, labels = torch.cat(logits), torch.cat(labels)
             if self.trainer.world_size > 1:  # every rank fits the same temperature, on all ranks' logits
                 logits, labels = self.all_gather(logits).flatten(0, 1), self.all_gather(labels).flatten()
