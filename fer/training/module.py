@@ -55,7 +55,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
             return loss
 
         optimizer.step(closure)
-        return float(log_t.exp())
+        return float(log_t.detach().exp())
 
 
 def _stage_metrics(num_classes: int, with_confusion: bool) -> MetricCollection:
