@@ -126,8 +126,10 @@ class EmotionRecognizer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial_file = path.with_name(path.name + ".partial")  # renamed when whole: a crash never leaves half a file
-        torch.save({"state_dict": self.module.state_dict(), "hyper_parameters": hparams,
-                    "temperature": self.module.temperature, "pytorch-lightning_version": L.__version__}, partial_file)
+        checkpoint = {"state_dict": self.module.state_dict(), "hyper_parameters": hparams,
+                      "pytorch-lightning_version": L.__version__}
+        self.module.on_save_checkpoint(checkpoint)  # what the module adds to every checkpoint (its temperature)
+        torch.save(checkpoint, partial_file)
         partial_file.replace(path)
 
     @classmethod

@@ -274,14 +274,12 @@ def bench_serve(argv: Sequence[str]) -> dict:
     """A bounded load test of the web API on loopback: ``--clients`` threads post a face photo for
     ``--seconds``; latency p50/p99, requests/s, errors (anything but 200) and the process's memory."""
     import io
-    import socket
     import threading
 
     import httpx
-    import uvicorn
 
     from fer.api import EmotionRecognizer
-    from fer.serve import create_app
+    from fer.serve import create_app, running
 
     parser = argparse.ArgumentParser(prog="fer bench serve", description=bench_serve.__doc__)
     parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
@@ -294,42 +292,32 @@ def bench_serve(argv: Sequence[str]) -> dict:
     photo.paste(Image.fromarray(render_face("happy", np.random.default_rng(0), 160)), (240, 160))
     body = io.BytesIO()
     photo.save(body, format="JPEG")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(recognizer), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/predict?whole_image=true"
     latencies: list[float] = []
     errors: list[str] = []
     rss = [_rss_mb()]
-    stop = time.monotonic() + args.seconds
 
     def client() -> None:
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(base_url=base, timeout=30) as http:
             while time.monotonic() < stop:
                 start = time.perf_counter()
                 try:
-                    response = http.post(url, files={"file": ("photo.jpg", body.getvalue(), "image/jpeg")})
+                    response = http.post("predict?whole_image=true", files={"file": ("photo.jpg", body.getvalue(), "image/jpeg")})
                     if response.status_code != 200:
                         errors.append(f"{response.status_code}: {response.text[:200]}")
                 except httpx.HTTPError as e:
                     errors.append(repr(e))
                 latencies.append(time.perf_counter() - start)
 
-    clients = [threading.Thread(target=client) for _ in range(args.clients)]
-    began = time.perf_counter()
-    for c in clients:
-        c.start()
-    while any(c.is_alive() for c in clients):
-        time.sleep(min(1.0, args.seconds / 4))
-        rss.append(_rss_mb())
-    elapsed = time.perf_counter() - began
-    server.should_exit = True
-    thread.join(10)
+    with running(create_app(recognizer)) as base:
+        stop = time.monotonic() + args.seconds
+        clients = [threading.Thread(target=client) for _ in range(args.clients)]
+        began = time.perf_counter()
+        for c in clients:
+            c.start()
+        while any(c.is_alive() for c in clients):
+            time.sleep(min(1.0, args.seconds / 4))
+            rss.append(_rss_mb())
+        elapsed = time.perf_counter() - began
     latencies.sort()
     return {
         "clients": args.clients, "seconds": round(elapsed, 1), "requests": len(latencies), "errors": len(errors),

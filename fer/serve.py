@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib.resources import files
 
 import uvicorn
@@ -56,6 +59,27 @@ def create_app(recognizer, max_upload_bytes: int = 10 * 2**20) -> FastAPI:
         return {"faces": faces}
 
     return app
+
+
+@contextmanager
+def running(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port in a background thread; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the server did not start on 127.0.0.1:{port} within {timeout:.0f} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def serve_command(argv: Sequence[str]) -> None:

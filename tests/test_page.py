@@ -1,14 +1,10 @@
 """The upload page in headless Chromium (Debian's ``chromium``, driven by Playwright; ``.ci/run`` installs it)."""
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 
-from fer.serve import create_app
+from fer.serve import create_app, running
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium")
@@ -20,19 +16,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 @pytest.fixture(scope="module")
 def server(trained):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(trained[0]), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start within 30 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
+    with running(create_app(trained[0])) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
