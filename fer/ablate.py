@@ -22,7 +22,6 @@ single-image latency (bubble area = parameters) are written at the end.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import time
@@ -32,24 +31,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its Agg backend by itself
 import torch
 import yaml
-from torch.utils.flop_counter import FlopCounterMode
 
-from fer.bench import StepTimer, inference_latency_ms
+from fer.bench import StepTimer, forward_gmacs, inference_latency_ms
 from fer.data import FERDataError
 from fer.reports import write_confusion
 
 COLUMNS = ["run", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s", "latency_ms",
            "epochs", "wall_min"]
-
-
-def forward_gmacs(model: torch.nn.Module, image_size: int, in_chans: int = 1) -> float:
-    """Multiply-accumulates of one forward pass at the input size, in billions.
-
-    Counted on a copy in training mode: in eval mode PyTorch's fused transformer kernel hides its matmuls
-    from the counter."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        copy.deepcopy(model).train()(torch.rand(2, in_chans, image_size, image_size))  # 2: BatchNorm needs it
-    return round(counter.get_total_flops() / 4e9, 4)
 
 
 def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:

@@ -2,10 +2,11 @@
 
 - ``train --config …``: for each precision × memory format, ``--batches`` training steps of the full Lightning
   stack (after ``--warmup`` steps) and of the same model, data loader and precision in a minimal PyTorch loop:
-  images/s, their ratio and the share of step time spent waiting for data.
+  images/s, their ratio and the share of step time spent waiting for data; and the ceiling this CPU sets:
+  large-matrix-multiply GFLOP/s per precision divided by the model's training FLOPs per image.
 - ``infer [--ckpt …]``: single-face latency (batch 1, one thread; p50/p99) and batch throughput of eager
   PyTorch, TorchScript and ONNX Runtime, and the detection + classification pipeline's frames/s on a
-  640×480 video with one face.
+  640×480 video with one face; and the latency floor a one-thread fp32 matrix multiply rate sets.
 - ``detect --split_dir …``: face-detector recall on FER-style faces pasted into 640×480 photos.
 - ``serve [--clients 8 --seconds 20]``: a bounded load test of the web API on loopback.
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -24,6 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from fer.data import FERDataModule
 from fer.data.synthetic import render_face
@@ -77,6 +80,24 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def forward_gmacs(model: torch.nn.Module, image_size: int, in_chans: int = 1) -> float:
+    """Multiply-accumulates of one forward pass at the input size, in billions.
+
+    Counted on a copy in training mode: in eval mode PyTorch's fused transformer kernel hides its matmuls
+    from the counter."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        copy.deepcopy(model).train()(torch.rand(2, in_chans, image_size, image_size))  # 2: BatchNorm needs it
+    return round(counter.get_total_flops() / 4e9, 4)
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048) -> float:
+    """GFLOP/s of an n×n×n matrix multiply at the current thread count: about the most a conv net's
+    convolutions (oneDNN GEMM-like kernels) can get out of this CPU in that precision."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    seconds = latency_ms(lambda: a @ b, runs=5, warmup=2)["p50_ms"] / 1000
+    return round(2 * n**3 / seconds / 1e9, 1)
 
 
 def inference_latency_ms(model: torch.nn.Module, image_size: int, in_chans: int = 1, runs: int = 50) -> float:
@@ -143,8 +164,14 @@ def bench_train(argv: Sequence[str]) -> dict:
     dm.prepare_data()
     dm.setup("fit")
     init = cli.model
+    gmacs = forward_gmacs(init.net, init.hparams.image_size, init.hparams.in_chans)
+    rates = {"32-true": matmul_gflops(torch.float32), "bf16-mixed": matmul_gflops(torch.bfloat16)}
     results = {"config": args.config, "batch_size": dm.hparams.batch_size, "threads": torch.get_num_threads(),
+               "forward_gmacs_per_image": gmacs, "matmul_gflops": rates,
+               # a training step ≈ 3 forward passes (forward, input gradients, weight gradients); 2 FLOPs per MAC
+               "ceiling_images_per_s": {p: round(r / (6 * gmacs), 1) for p, r in rates.items()},
                "runs": []}
+    print(json.dumps({k: v for k, v in results.items() if k != "runs"}), flush=True)
     for channels_last in args.channels_last:
         for precision in args.precision:
             def model_factory() -> EmotionClassifier:
@@ -236,6 +263,11 @@ def bench_infer(argv: Sequence[str]) -> dict:
     results: dict = {"backbone": module.hparams.backbone, "tta_flip": module.hparams.tta_flip,
                      "image_size": side, "threads": 1, "runtimes": {}}
     with tempfile.TemporaryDirectory() as tmp, torch_threads(1), torch.inference_mode():
+        gmacs = forward_gmacs(module.net, side, chans) * (2 if module.hparams.tta_flip else 1)
+        rate = matmul_gflops(torch.float32)
+        results["floor"] = {"forward_gmacs_per_face": round(gmacs, 4), "fp32_matmul_gflops_1_thread": rate,
+                            "latency_floor_ms": round(2 * gmacs / rate * 1000, 3)}
+        print(json.dumps(results["floor"]), flush=True)
         eager = Probabilities(module)
         scripted = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(eager, one).eval()))
         onnx = OnnxClassifier(export_onnx(module, Path(tmp) / "model.onnx"), threads=1)

@@ -62,7 +62,7 @@ def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
 
 
 def test_macs_count_the_self_attention_too():
-    from fer.ablate import forward_gmacs
+    from fer.bench import forward_gmacs
     from fer.models import create_model
 
     baseline, mhsa = forward_gmacs(create_model("baseline"), 48), forward_gmacs(create_model("baseline_mhsa"), 48)

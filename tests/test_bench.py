@@ -14,6 +14,11 @@ def test_bench_train_prints_throughput_of_lightning_and_plain_loops(capsys):
         assert run[loop]["images_per_s"] > 0
         assert 0 <= run[loop]["data_wait_share"] < 1
     assert run["lightning_vs_plain"] > 0
+    # the hardware ceiling: matrix-multiply rate over the seed network's training FLOPs (0.43 GMACs forward)
+    assert abs(summary["forward_gmacs_per_image"] - 0.43) < 0.01
+    rate, ceiling = summary["matmul_gflops"]["32-true"], summary["ceiling_images_per_s"]["32-true"]
+    assert abs(ceiling - rate / (6 * summary["forward_gmacs_per_image"])) < 0.1
+    assert run["plain_pytorch"]["images_per_s"] < 2 * ceiling
 
 
 def test_bench_detect_reports_recall(tiny_tree, capsys):
@@ -33,6 +38,8 @@ def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, t
     for row in result["runtimes"].values():
         assert 0 < row["p50_ms"] <= row["p99_ms"] and row["batch_images_per_s"] > 0
     assert result["pipeline"]["frames"] == 6 and result["pipeline"]["frames_per_s"] > 0
+    floor = result["floor"]["latency_floor_ms"]
+    assert 0 < floor < 2 * min(row["p50_ms"] for row in result["runtimes"].values())
 
 
 def test_bench_serve_holds_a_short_load_without_errors(trained, tmp_path, capsys):

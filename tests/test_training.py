@@ -119,3 +119,35 @@ def test_temperature_fits_under_inference_mode_too():
         logits = torch.randn(500, 7) * 3
         labels = logits.argmax(-1)
         assert fit_temperature(logits, labels) < 1.0  # always right: sharpen
+
+
+def test_init_from_starts_fit_from_a_checkpoints_weights_and_is_not_needed_afterwards(trained, tiny_tree, tmp_path):
+    import pytest
+
+    from fer import EmotionRecognizer
+    from fer.errors import ConfigError
+    from tests.conftest import SIX
+
+    recognizer, _ = trained
+    source = tmp_path / "source.ckpt"
+    recognizer.save(str(source))
+    hp = recognizer.module.hparams
+    model = EmotionClassifier(backbone=hp.backbone, emotions=SIX, normalize=hp.normalize, init_from=str(source))
+    assert not torch.equal(model.net.state_dict()["features.0.0.weight"],
+                           recognizer.module.net.state_dict()["features.0.0.weight"])
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, accelerator="cpu", enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(model, FERDataModule(str(tiny_tree), emotions=SIX, batch_size=8, num_workers=0))
+    # one Adam step of lr 1e-3 from the source weights, not from a fresh initialisation
+    for name, theirs in recognizer.module.net.state_dict().items():
+        if theirs.is_floating_point():
+            assert (model.net.state_dict()[name] - theirs).abs().max() < 2e-3, name
+    trainer.save_checkpoint(tmp_path / "fine_tuned.ckpt")
+    source.unlink()
+    EmotionRecognizer.load(str(tmp_path / "fine_tuned.ckpt"))  # without the file it started from
+
+    recognizer.save(str(source))
+    with pytest.raises(ConfigError, match="source.ckpt: its emotions"):
+        EmotionClassifier(backbone=hp.backbone, init_from=str(source)).setup("fit")
+    with pytest.raises(ConfigError, match="source.ckpt: its weights do not fit backbone 'baseline_se'"):
+        EmotionClassifier(backbone="baseline_se", emotions=SIX, init_from=str(source)).setup("fit")

@@ -21,8 +21,10 @@ from torchmetrics.classification import (
 )
 
 from fer.emotions import EMOTIONS, check_emotions
+from fer.errors import ConfigError
 from fer.models import create_model
 from fer.reports import confusion_figure, write_confusion
+from fer.runs import check_checkpoint
 
 STAGES = ("train", "val", "test")  # ModuleDict keys get a "_" suffix: "train" is an nn.Module attribute
 
@@ -95,6 +97,9 @@ class EmotionClassifier(L.LightningModule):
         tta_flip: in evaluation and prediction, average the logits of each face and its mirror image.
         calibrate: fit a softmax temperature on the validation logits after every validation epoch; it is
             stored in the checkpoints and applied by ``probabilities`` (prediction, the API, exports).
+        init_from: a checkpoint of the same architecture and emotions whose network weights ``fit`` starts
+            from (fine-tuning, e.g. the shipped ``fer/weights/fer2013_vgg.ckpt``); optimiser, schedule and
+            epoch count start afresh. ``--ckpt_path`` resumes a run instead.
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class EmotionClassifier(L.LightningModule):
         normalize: tuple[float, float] | None = None,
         tta_flip: bool = False,
         calibrate: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -186,6 +192,27 @@ class EmotionClassifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self.probabilities(batch[0])
+
+    def setup(self, stage: str) -> None:
+        # Here, not in __init__: loading a trained checkpoint later must not need the file it started from.
+        # A resumed run's own weights are restored after this.
+        if stage == "fit" and self.hparams.init_from:
+            self.load_network_weights(self.hparams.init_from)
+
+    def load_network_weights(self, path: str | Path) -> None:
+        """Copy the network weights of checkpoint ``path`` (same architecture and emotions) into this model."""
+        checkpoint = torch.load(check_checkpoint(path), map_location="cpu", weights_only=False)
+        theirs = list(checkpoint.get("hyper_parameters", {}).get("emotions", EMOTIONS))
+        if theirs != self.emotions:
+            raise ConfigError(f"model.init_from {path}: its emotions {theirs} differ from this model's {self.emotions}")
+        state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        try:
+            self.net.load_state_dict(state)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"model.init_from {path}: its weights do not fit backbone {self.hparams.backbone!r} "
+                f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})"
+            ) from None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["temperature"] = self.temperature
