@@ -1,4 +1,5 @@
-"""``python -m fer export --ckpt … --format onnx|torchscript|checkpoint [--quantize int8]``: a model for deployment.
+"""``python -m fer export --ckpt … --format onnx|torchscript|checkpoint [--quantize int8 --calibration_data …]
+[--tta_flip false]``: a model for deployment.
 
 ``checkpoint`` writes a slim checkpoint (weights, hyper-parameters, temperature; no optimiser state), the form
 in which the default model ships inside the package (``fer/weights/``).
@@ -6,15 +7,22 @@ in which the default model ships inside the package (``fer/weights/``).
 The exported graph takes (N, 1, S, S) float32 faces scaled to [0, 1] and returns per-emotion probabilities;
 input normalisation and softmax are inside it. The emotion order and input size travel with the file (ONNX
 metadata, TorchScript extra file ``fer.json``), so ``EmotionRecognizer.load`` can run it without the checkpoint.
+
+``--quantize int8`` quantises weights and activations statically (QDQ, per-channel weights), with activation
+ranges calibrated on training faces: about 3.5× faster than fp32 on one CPU thread with top-1 kept on ~99% of
+faces (MODEL_CARD.md). ONNX Runtime's dynamic quantisation, which needs no calibration, made this kind of conv
+net 4× *slower* than fp32.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,10 +34,11 @@ class Probabilities(nn.Module):
     """The trained network with its input normalisation, test-time flip, temperature and softmax, in fp32 and
     eval mode (a plain ``nn.Module``: tracing and export need none of the LightningModule around it)."""
 
-    def __init__(self, module: EmotionClassifier) -> None:
+    def __init__(self, module: EmotionClassifier, tta_flip: bool | None = None) -> None:
         super().__init__()
         self.net = module.net.float().eval()
-        self.normalize, self.tta_flip = module.hparams.normalize, module.hparams.tta_flip
+        self.normalize = module.hparams.normalize
+        self.tta_flip = module.hparams.tta_flip if tta_flip is None else tta_flip
         self.temperature = module.temperature
         self.eval()
 
@@ -43,13 +52,46 @@ def model_info(module: EmotionClassifier) -> dict:
             "in_chans": module.hparams.in_chans, "backbone": module.hparams.backbone}
 
 
-def export_onnx(module: EmotionClassifier, path: Path, quantize: str | None = None) -> Path:
+def calibration_faces(data_dir: str, image_size: int, count: int = 512) -> np.ndarray:
+    """``count`` training faces (a fixed random pick) of ``data_dir`` as (N, 1, S, S) float32 in [0, 1]."""
+    from fer.data import FERDataModule
+
+    dm = FERDataModule(data_dir, image_size=image_size, num_workers=0)
+    dm.setup("fit")
+    images = dm.tables["train"].images
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:count]
+    return (images[pick, None].float() / 255).numpy()
+
+
+def _quantize_int8(source: Path, target: Path, calibration: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration[i:i + 64] for i in range(0, len(calibration), 64))
+
+        def get_next(self) -> dict | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"  # shapes inferred and graph optimised, as the quantiser expects
+        quant_pre_process(str(source), str(prepared))
+        quantize_static(str(prepared), str(target), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def export_onnx(module: EmotionClassifier, path: Path, quantize: str | None = None,
+                calibration: np.ndarray | None = None, tta_flip: bool | None = None) -> Path:
+    """Write ``path`` (and, with ``quantize="int8"``, return its ``.int8.onnx`` sibling, calibrated on
+    ``calibration`` faces). ``tta_flip`` overrides the checkpoint's mirror-image averaging."""
     import onnx
 
     info = model_info(module)
     example = torch.rand(2, info["in_chans"], info["image_size"], info["image_size"])
     program = torch.onnx.export(
-        Probabilities(module), (example,), input_names=["image"], output_names=["probabilities"],
+        Probabilities(module, tta_flip), (example,), input_names=["image"], output_names=["probabilities"],
         dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False,
     )
     program.save(str(path))
@@ -57,18 +99,21 @@ def export_onnx(module: EmotionClassifier, path: Path, quantize: str | None = No
     onnx.helper.set_model_props(model, {"fer": json.dumps(info)})
     onnx.save(model, str(path))
     if quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
+        if calibration is None:
+            raise ValueError("int8 quantisation needs calibration faces (--calibration_data: the training data)")
         quantized = path.with_name(path.stem + ".int8.onnx")
-        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+        _quantize_int8(path, quantized, calibration)
+        model = onnx.load(str(quantized))
+        onnx.helper.set_model_props(model, {"fer": json.dumps(info)})
+        onnx.save(model, str(quantized))
         return quantized
     return path
 
 
-def export_torchscript(module: EmotionClassifier, path: Path) -> Path:
+def export_torchscript(module: EmotionClassifier, path: Path, tta_flip: bool | None = None) -> Path:
     info = model_info(module)
     example = torch.rand(1, info["in_chans"], info["image_size"], info["image_size"])
-    traced = torch.jit.trace(Probabilities(module), example)
+    traced = torch.jit.trace(Probabilities(module, tta_flip), example)
     torch.jit.save(traced, str(path), _extra_files={"fer.json": json.dumps(info)})
     return path
 
@@ -77,11 +122,21 @@ def export_command(argv: Sequence[str]) -> Path:
     parser = argparse.ArgumentParser(prog="fer export", description=__doc__)
     parser.add_argument("--ckpt", required=True, help="checkpoint from fit or EmotionRecognizer.save")
     parser.add_argument("--format", choices=["onnx", "torchscript", "checkpoint"], default="onnx")
-    parser.add_argument("--quantize", choices=["int8"], help="ONNX only: int8 weights (dynamic quantisation)")
+    parser.add_argument("--quantize", choices=["int8"], help="ONNX only: int8 weights and activations")
+    parser.add_argument("--calibration_data", help="with --quantize: training data whose faces calibrate the int8 "
+                        "activation ranges (a data_dir: folder tree, fer2013.csv or 'synthetic')")
+    parser.add_argument("--tta_flip", choices=["true", "false"],
+                        help="average each face with its mirror image (default: as the checkpoint was trained)")
     parser.add_argument("--output", type=Path, help="file to write (default: next to the checkpoint)")
     args = parser.parse_args(argv)
     if args.quantize and args.format != "onnx":
         parser.error("--quantize works with --format onnx")
+    if args.quantize and not args.calibration_data:
+        parser.error("--quantize int8 needs --calibration_data (e.g. data/fer2013): int8 activation ranges are "
+                     "calibrated on a few hundred training faces")
+    if args.tta_flip and args.format == "checkpoint":
+        parser.error("--tta_flip works with --format onnx or torchscript")
+    tta_flip = None if args.tta_flip is None else args.tta_flip == "true"
     suffix = {"onnx": ".onnx", "torchscript": ".pt", "checkpoint": ".slim.ckpt"}[args.format]
     output = args.output or Path(args.ckpt).with_suffix(suffix)
     if args.format == "checkpoint":
@@ -91,6 +146,10 @@ def export_command(argv: Sequence[str]) -> Path:
         print(f"Wrote {output}")
         return output
     module = EmotionClassifier.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)
-    written = export_onnx(module, output, args.quantize) if args.format == "onnx" else export_torchscript(module, output)
+    if args.format == "onnx":
+        calibration = calibration_faces(args.calibration_data, module.hparams.image_size) if args.quantize else None
+        written = export_onnx(module, output, args.quantize, calibration, tta_flip)
+    else:
+        written = export_torchscript(module, output, tta_flip)
     print(f"Wrote {written}")
     return written

@@ -17,8 +17,7 @@ def test_bench_train_prints_throughput_of_lightning_and_plain_loops(capsys):
     # the hardware ceiling: matrix-multiply rate over the seed network's training FLOPs (0.43 GMACs forward)
     assert abs(summary["forward_gmacs_per_image"] - 0.43) < 0.01
     rate, ceiling = summary["matmul_gflops"]["32-true"], summary["ceiling_images_per_s"]["32-true"]
-    assert abs(ceiling - rate / (6 * summary["forward_gmacs_per_image"])) < 0.1
-    assert run["plain_pytorch"]["images_per_s"] < 2 * ceiling
+    assert rate > 0 and abs(ceiling - rate / (6 * summary["forward_gmacs_per_image"])) < 0.1
 
 
 def test_bench_detect_reports_recall(tiny_tree, capsys):
@@ -28,18 +27,21 @@ def test_bench_detect_reports_recall(tiny_tree, capsys):
     assert result["samples"] == 5 and 0 <= result["recall"] <= 1 and result["ms_per_640x480_image"] > 0
 
 
-def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, tmp_path, capsys):
+def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, tiny_tree, tmp_path, capsys):
     ckpt = tmp_path / "m.ckpt"
     trained[0].save(str(ckpt))
-    main(["bench", "infer", "--ckpt", str(ckpt), "--runs", "5", "--batch", "4", "--frames", "6"])
+    main(["bench", "infer", "--ckpt", str(ckpt), "--runs", "5", "--batch", "4", "--frames", "6",
+          "--calibration_data", str(tiny_tree)])
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{\n"):])
-    assert set(result["runtimes"]) == {"eager", "torchscript", "onnxruntime"}
+    assert set(result["runtimes"]) == {"eager", "torchscript", "onnxruntime", "onnxruntime_int8"}
     for row in result["runtimes"].values():
         assert 0 < row["p50_ms"] <= row["p99_ms"] and row["batch_images_per_s"] > 0
     assert result["pipeline"]["frames"] == 6 and result["pipeline"]["frames_per_s"] > 0
-    floor = result["floor"]["latency_floor_ms"]
-    assert 0 < floor < 2 * min(row["p50_ms"] for row in result["runtimes"].values())
+    estimate = result["fp32_estimate"]
+    assert estimate["forward_gmacs_per_face"] == 0.4298  # the seed CNN, no mirror image
+    expected = 2 * estimate["forward_gmacs_per_face"] / estimate["fp32_matmul_gflops_1_thread"] * 1000
+    assert abs(estimate["fp32_ms_at_matmul_rate"] - expected) < 0.01
 
 
 def test_bench_serve_holds_a_short_load_without_errors(trained, tmp_path, capsys):

@@ -44,13 +44,31 @@ def test_onnx_matches_pytorch_and_carries_the_emotions(checkpoint, faces):
     assert np.abs(probs - reference(checkpoint, faces)).max() <= 1e-4
 
 
-def test_int8_onnx_keeps_top1(checkpoint, faces):
-    quantized = main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--quantize", "int8"])
+def test_int8_onnx_keeps_top1(checkpoint, faces, tiny_tree, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--quantize", "int8"])
+    assert "needs --calibration_data" in capsys.readouterr().err
+    quantized = main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--quantize", "int8",
+                      "--calibration_data", str(tiny_tree)])
     assert quantized.name.endswith(".int8.onnx")
+    assert EmotionRecognizer.load(str(quantized)).emotions == list(EMOTIONS)  # metadata kept
     probs = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(None, {"image": faces})[0]
     agreement = (probs.argmax(1) == reference(checkpoint, faces).argmax(1)).mean()
     # Issue 4 asks 99% on a trained model (the quickstart model keeps 99.5%); this 5-epoch one has thin margins.
     assert agreement >= 0.95, agreement
+
+
+def test_export_can_override_the_checkpoints_mirror_image_averaging(checkpoint, faces, tmp_path):
+    module = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    flip = not module.hparams.tta_flip
+    path = main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--tta_flip", str(flip).lower(),
+                 "--output", str(tmp_path / "m.onnx")])
+    probs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": faces})[0]
+    with torch.inference_mode():
+        as_trained = module.probabilities(torch.from_numpy(faces)).numpy()
+        module.hparams.tta_flip = flip
+        overridden = module.probabilities(torch.from_numpy(faces)).numpy()
+    assert np.abs(probs - overridden).max() <= 1e-4 < np.abs(probs - as_trained).max()
 
 
 def test_torchscript_matches_pytorch(checkpoint, faces, tmp_path):
