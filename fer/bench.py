@@ -280,8 +280,8 @@ def bench_infer(argv: Sequence[str]) -> dict:
         if args.calibration_data:
             int8_path = export_onnx(module, Path(tmp) / "model.onnx", "int8",
                                     calibration_faces(args.calibration_data, side))
-            onnx = OnnxClassifier(int8_path, threads=1)
-            runtimes["onnxruntime_int8"] = lambda x: onnx(x.numpy())
+            int8 = OnnxClassifier(int8_path, threads=1)
+            runtimes["onnxruntime_int8"] = lambda x: int8(x.numpy())
         for name, run in runtimes.items():
             row = latency_ms(lambda: run(one), args.runs)
             seconds = latency_ms(lambda: run(batch), 10, warmup=2)["p50_ms"] / 1000
@@ -293,7 +293,8 @@ def bench_infer(argv: Sequence[str]) -> dict:
                 else render_face("happy", np.random.default_rng(0), 48))
         video = Path(tmp) / "face.mp4"
         _face_video(video, face, args.frames)
-        recognizer.onnx = onnx  # the pipeline classifies with ONNX Runtime (int8 if measured), as deployments would
+        # the pipeline classifies with ONNX Runtime (int8 if measured), as a deployment would
+        recognizer.onnx = int8 if args.calibration_data else onnx
         detector = recognizer.detector
         gray = cv2.cvtColor(cv2.VideoCapture(str(video)).read()[1], cv2.COLOR_BGR2GRAY)
         stats = stream(recognizer, video, detect_every=args.detect_every)
