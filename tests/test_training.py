@@ -1,6 +1,7 @@
 from functools import partial
 
 import lightning as L
+import pytest
 import torch
 
 from fer.data import FERDataModule
@@ -33,8 +34,6 @@ def test_backbone_frozen_first_then_trained_at_a_lower_rate(tiny_tree, tmp_path)
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_tree, tmp_path):
-    import pytest
-
     class Poison(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module) -> None:
             if trainer.current_epoch == 1:
@@ -122,8 +121,6 @@ def test_temperature_fits_under_inference_mode_too():
 
 
 def test_init_from_starts_fit_from_a_checkpoints_weights_and_is_not_needed_afterwards(trained, tiny_tree, tmp_path):
-    import pytest
-
     from fer import EmotionRecognizer
     from fer.errors import ConfigError
     from tests.conftest import SIX
@@ -151,3 +148,15 @@ def test_init_from_starts_fit_from_a_checkpoints_weights_and_is_not_needed_after
         EmotionClassifier(backbone=hp.backbone, init_from=str(source)).setup("fit")
     with pytest.raises(ConfigError, match="source.ckpt: its weights do not fit backbone 'baseline_se'"):
         EmotionClassifier(backbone="baseline_se", emotions=SIX, init_from=str(source)).setup("fit")
+
+
+def test_the_best_validation_accuracy_so_far_survives_a_resume():
+    before, checkpoint = EmotionClassifier(), {}
+    before.on_save_checkpoint(checkpoint)
+    assert "val_acc_best" not in checkpoint  # nothing validated yet: nothing to remember
+    before.val_acc_best.update(torch.tensor(0.8))
+    before.on_save_checkpoint(checkpoint)
+    after = EmotionClassifier()
+    after.on_load_checkpoint(checkpoint)
+    after.val_acc_best.update(torch.tensor(0.5))  # a worse epoch after the resume
+    assert after.val_acc_best.compute().item() == pytest.approx(0.8)

@@ -216,9 +216,14 @@ class EmotionClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["temperature"] = self.temperature
+        if self.val_acc_best.update_called:  # so a resumed run's hp/val_acc_best remembers the epochs before
+            checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.temperature = checkpoint.get("temperature", 1.0)
+        if "val_acc_best" in checkpoint:
+            self.val_acc_best.reset()
+            self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"]))
 
     def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         values = self.metrics[f"{stage}_"].compute()
