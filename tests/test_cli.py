@@ -94,3 +94,18 @@ def test_every_config_trains_a_fast_dev_run(configs, tmp_path):
                 "--trainer.default_root_dir", str(tmp_path)])
     assert cli.trainer.state.finished
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss_step"])
+
+
+@pytest.mark.parametrize("stage", sorted(Path("configs/stages").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_later_stage_trains_on_from_an_earlier_stages_checkpoint(stage, tmp_path):
+    """configs/stages/<recipe>_stageN.yaml layer over configs/<recipe>.yaml and start from its checkpoint."""
+    base = Path("configs") / f"{stage.stem.rsplit('_stage', 1)[0]}.yaml"
+    common = ["--data.data_dir", "synthetic", "--data.synthetic_samples_per_class", "20", "--data.batch_size", "8",
+              "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    first = main(["fit", "--config", str(base), *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                  "--trainer.limit_val_batches", "2"])
+    earlier = first.trainer.checkpoint_callback.best_model_path  # loaded by the second stage's setup: must fit
+    second = main(["fit", "--config", str(base), "--config", str(stage), *common, "--trainer.fast_dev_run", "true",
+                   "--model.init_from", earlier])
+    assert second.trainer.state.finished and second.model.hparams.init_from == earlier
