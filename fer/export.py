@@ -63,6 +63,14 @@ def calibration_faces(data_dir: str, image_size: int, count: int = 512) -> np.nd
     return (images[pick, None].float() / 255).numpy()
 
 
+def _set_metadata(path: Path, info: dict) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"fer": json.dumps(info)})
+    onnx.save(model, str(path))
+
+
 def _quantize_int8(source: Path, target: Path, calibration: np.ndarray) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -86,8 +94,6 @@ def export_onnx(module: EmotionClassifier, path: Path, quantize: str | None = No
                 calibration: np.ndarray | None = None, tta_flip: bool | None = None) -> Path:
     """Write ``path`` (and, with ``quantize="int8"``, return its ``.int8.onnx`` sibling, calibrated on
     ``calibration`` faces). ``tta_flip`` overrides the checkpoint's mirror-image averaging."""
-    import onnx
-
     info = model_info(module)
     example = torch.rand(2, info["in_chans"], info["image_size"], info["image_size"])
     program = torch.onnx.export(
@@ -95,17 +101,13 @@ def export_onnx(module: EmotionClassifier, path: Path, quantize: str | None = No
         dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False,
     )
     program.save(str(path))
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {"fer": json.dumps(info)})
-    onnx.save(model, str(path))
+    _set_metadata(path, info)
     if quantize == "int8":
         if calibration is None:
             raise ValueError("int8 quantisation needs calibration faces (--calibration_data: the training data)")
         quantized = path.with_name(path.stem + ".int8.onnx")
         _quantize_int8(path, quantized, calibration)
-        model = onnx.load(str(quantized))
-        onnx.helper.set_model_props(model, {"fer": json.dumps(info)})
-        onnx.save(model, str(quantized))
+        _set_metadata(quantized, info)  # the quantiser writes a new model without it
         return quantized
     return path
 

@@ -209,10 +209,9 @@ class EmotionClassifier(L.LightningModule):
         try:
             self.net.load_state_dict(state)
         except RuntimeError as e:
-            raise ConfigError(
-                f"model.init_from {path}: its weights do not fit backbone {self.hparams.backbone!r} "
-                f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})"
-            ) from None
+            detail = " ".join(str(e).split())[:300]
+            raise ConfigError(f"model.init_from {path}: its weights do not fit backbone {self.hparams.backbone!r} "
+                              f"({detail})") from None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["temperature"] = self.temperature
