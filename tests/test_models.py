@@ -114,3 +114,11 @@ def test_offline_pretrained_fails_fast_with_advice():
 def test_timm_families_build_for_faces(name, input_size):
     model = create_model(name, in_chans=1, num_classes=7, drop_rate=0.1, image_size=48, input_size=input_size)
     assert model.eval()(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_baseline_pools_before_its_activation_without_changing_the_result():
+    model = BaselineCNN(drop_rate=0.0).eval()
+    conv, pool, act, _ = model.features[0]
+    assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(act, torch.nn.LeakyReLU)
+    x = torch.randn(4, 1, 48, 48)
+    assert torch.equal(model.features[0](x), pool(act(conv(x))))  # the seed's order: activation, then pool
