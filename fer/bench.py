@@ -243,6 +243,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
     from fer.api import EmotionRecognizer, OnnxClassifier
     from fer.export import Probabilities, calibration_faces, export_onnx
     from fer.stream import stream
+    from fer.training.module import tta_views
 
     parser = argparse.ArgumentParser(prog="fer bench infer", description=bench_infer.__doc__)
     parser.add_argument("--ckpt", help="checkpoint (default: the model shipped with fer)")
@@ -255,6 +256,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
     parser.add_argument("--calibration_data", help="also measure the int8 ONNX model calibrated on this training "
                         "data (see `fer export --quantize int8`); the pipeline then uses it")
     parser.add_argument("--tta_flip", choices=["true", "false"], help="override the mirror-image averaging")
+    parser.add_argument("--tta_shift", type=int, help="override the shifted test-time views (pixels; 0: none)")
     args = parser.parse_args(argv)
 
     recognizer = EmotionRecognizer.load(args.ckpt)
@@ -263,12 +265,16 @@ def bench_infer(argv: Sequence[str]) -> dict:
     module = recognizer.module
     if args.tta_flip:
         module.hparams.tta_flip = args.tta_flip == "true"
+    if args.tta_shift is not None:
+        module.hparams.tta_shift = args.tta_shift
     side, chans = module.hparams.image_size, module.hparams.in_chans
     one, batch = torch.rand(1, chans, side, side), torch.rand(args.batch, chans, side, side)
     results: dict = {"backbone": module.hparams.backbone, "tta_flip": module.hparams.tta_flip,
+                     "tta_shift": module.hparams.tta_shift,
                      "image_size": side, "threads": 1, "runtimes": {}}
     with tempfile.TemporaryDirectory() as tmp, torch_threads(1), torch.inference_mode():
-        gmacs = forward_gmacs(module.net, side, chans) * (2 if module.hparams.tta_flip else 1)
+        views = len(tta_views(one, module.hparams.tta_flip, module.hparams.tta_shift))
+        gmacs = forward_gmacs(module.net, side, chans) * views
         rate = matmul_gflops(torch.float32)
         results["fp32_estimate"] = {"forward_gmacs_per_face": round(gmacs, 4), "fp32_matmul_gflops_1_thread": rate,
                             "fp32_ms_at_matmul_rate": round(2 * gmacs / rate * 1000, 3)}

@@ -31,7 +31,7 @@ from fer.training.module import net_logits, normalize_input
 
 
 class Probabilities(nn.Module):
-    """The trained network with its input normalisation, test-time flip, temperature and softmax, in fp32 and
+    """The trained network with its input normalisation, test-time views, temperature and softmax, in fp32 and
     eval mode (a plain ``nn.Module``: tracing and export need none of the LightningModule around it)."""
 
     def __init__(self, module: EmotionClassifier, tta_flip: bool | None = None) -> None:
@@ -39,11 +39,12 @@ class Probabilities(nn.Module):
         self.net = module.net.float().eval()
         self.normalize = module.hparams.normalize
         self.tta_flip = module.hparams.tta_flip if tta_flip is None else tta_flip
+        self.tta_shift = module.hparams.tta_shift
         self.temperature = module.temperature
         self.eval()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = net_logits(self.net, normalize_input(image, self.normalize), self.tta_flip)
+        logits = net_logits(self.net, normalize_input(image, self.normalize), self.tta_flip, self.tta_shift)
         return (logits / self.temperature).softmax(-1)
 
 

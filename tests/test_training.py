@@ -111,6 +111,47 @@ def test_flip_test_time_augmentation_averages_a_face_and_its_mirror():
         assert torch.allclose(model(x), (model.net(x) + model.net(x.flip(-1))) / 2, atol=1e-5)
 
 
+def test_shifted_test_time_views_move_the_face_and_are_averaged():
+    from fer.training.module import tta_views
+
+    x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
+    views = tta_views(x, flip=False, shift=3)
+    assert len(views) == 5 and len(tta_views(x, flip=True, shift=3)) == 10
+    up, down, left, right = views[1:]
+    assert torch.equal(up[..., 3:, :], x[..., :-3, :]) and torch.equal(up[..., :3, :], x[..., :1, :].expand_as(up[..., :3, :]))
+    assert torch.equal(down[..., :-3, :], x[..., 3:, :])
+    assert torch.equal(left[..., 3:], x[..., :-3]) and torch.equal(right[..., :-3], x[..., 3:])
+    model = EmotionClassifier(backbone="vgg_half", tta_flip=True, tta_shift=3).eval()
+    faces = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        expected = torch.stack([model.net(v) for v in tta_views(faces, flip=True, shift=3)]).mean(0)
+        assert torch.allclose(model(faces), expected, atol=1e-5)
+
+
+class _MixSpy(L.Callback):
+    def __init__(self) -> None:
+        self.targets = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.batch_mix.register_forward_hook(lambda module, args, mixed: self.targets.append(mixed[1]))
+
+
+@pytest.mark.parametrize(("kwargs", "mixed_batches"), [
+    ({"mixup_alpha": 0.4, "cutmix_alpha": 1.0}, 6), ({"cutmix_alpha": 1.0, "mix_prob": 0.0}, 0)])
+def test_mixup_and_cutmix_train_on_soft_labels(tiny_tree, tmp_path, kwargs, mixed_batches):
+    spy = _MixSpy()
+    trainer, model = _fit(tiny_tree, tmp_path, callbacks=[spy], **kwargs)
+    assert len(spy.targets) == mixed_batches  # 2 epochs of 3 batches
+    for target in spy.targets:
+        assert target.shape == (16, 7) and torch.allclose(target.sum(-1), torch.ones(16))
+    assert any(((t > 0) & (t < 1)).any() for t in spy.targets) == bool(mixed_batches)
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
+
+
+def test_no_batch_mixing_unless_asked():
+    assert EmotionClassifier(backbone="vgg_half").batch_mix is None
+
+
 def test_temperature_fits_under_inference_mode_too():
     from fer.training.module import fit_temperature
 
