@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import lightning as L
 from jsonargparse import Namespace
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -23,10 +24,11 @@ from fer.data.reading import convert_csv
 from fer.detect import detect_command
 from fer.errors import FERError
 from fer.export import export_command
+from fer.malloc import keep_freed_memory
 from fer.runs import check_checkpoint, check_writable, latest_run
 from fer.serve import serve_command
 from fer.stream import stream_command
-from fer.training import EmotionClassifier
+from fer.training import EmotionClassifier, RNGStates
 
 
 class FERArgumentParser(LightningArgumentParser):
@@ -63,6 +65,12 @@ class FERCLI(LightningCLI):
         # One source of truth each: the data decides the classes, the model its input size.
         parser.link_arguments("data.emotions", "model.emotions")
         parser.link_arguments("model.image_size", "data.image_size")
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Every run, whatever callbacks its config lists: a resumed run must not replay the seed's random stream.
+        trainer.callbacks.append(RNGStates())
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         """Check what a run depends on before it starts: the log folder can be written; ``--ckpt_path last``
@@ -110,6 +118,7 @@ def main(args: Sequence[str] | None = None) -> object:
 
     Returns the LightningCLI object, or what an extra command returns (its results or the file it wrote)."""
     argv = list(sys.argv[1:] if args is None else args)
+    keep_freed_memory()
     try:
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])

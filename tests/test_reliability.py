@@ -92,6 +92,19 @@ def test_a_run_killed_mid_epoch_resumes_from_last_and_matches_an_uninterrupted_o
     assert abs(final - uninterrupted.callback_metrics["val/acc"].item()) <= 0.1  # same seed: within noise
 
 
+def test_a_resumed_run_continues_the_random_stream_and_ends_where_the_uninterrupted_one_does(uninterrupted, tiny_tree,
+                                                                                           tmp_path):
+    import torch
+
+    main(["fit", *tiny_args(tiny_tree, tmp_path, "--trainer.max_epochs", "2")])
+    resumed = main(["fit", *tiny_args(tiny_tree, tmp_path), "--ckpt_path", "last"]).trainer
+    # Same augmentations, dropout masks and batch order as the run that never stopped (not the seed's stream
+    # replayed from epoch 0), so the same weights.
+    theirs = uninterrupted.lightning_module.net.state_dict()
+    for name, weights in resumed.lightning_module.net.state_dict().items():
+        assert torch.equal(weights, theirs[name]), name
+
+
 def test_a_truncated_last_checkpoint_is_detected_and_the_newest_good_one_offered(tiny_tree, tmp_path, capsys):
     main(["fit", *tiny_args(tiny_tree, tmp_path, "--trainer.max_epochs", "1")])
     folder = tmp_path / "quickstart" / "version_0" / "checkpoints"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
 
@@ -57,3 +59,39 @@ class EMAWeights(EMAWeightAveraging):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._started():
             super().on_train_end(trainer, pl_module)
+
+
+class RNGStates(L.Callback):
+    """Keeps the random number generators' states (Python, NumPy, torch CPU and CUDA) in every checkpoint and
+    restores them when a run resumes, so the resumed run draws new augmentations, dropout masks and batch
+    orders. Without it, ``seed_everything`` restarts the stream the run began with: resumed 5 epochs after an
+    earlier resume, the seed CNN met the very same augmented faces under the very same dropout masks again,
+    and its training accuracy jumped from 56% to 66% in one epoch while validation fell.
+
+    A checkpoint written without these states resumes with the generators seeded from the run's seed plus the
+    epoch it resumes at."""
+
+    def __init__(self) -> None:
+        self.restored = False
+
+    def state_dict(self) -> dict:
+        return {
+            "python": random.getstate(),
+            # as plain values: resuming loads checkpoints with torch.load(weights_only=True), which refuses arrays
+            "numpy": [v.tolist() if isinstance(v, np.ndarray) else v for v in np.random.get_state()],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        random.setstate(state_dict["python"])
+        name, keys, *rest = state_dict["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        self.restored = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path and not self.restored and trainer.current_epoch > 0:
+            L.seed_everything(torch.initial_seed() + trainer.current_epoch, verbose=False)
