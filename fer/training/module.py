@@ -53,10 +53,7 @@ def tta_views(x: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
 def net_logits(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, tta_shift: int = 0) -> torch.Tensor:
     """The mean logits of the test-time views of ``x`` (``tta_views``); ``net(x)`` when there is only one."""
     views = tta_views(x, tta_flip, tta_shift)
-    if len(views) == 1:
-        return net(x)
-    # One batch of all views: fewer, larger calls run faster than one call per view.
-    return net(torch.cat(views)).unflatten(0, (len(views), -1)).mean(0)
+    return net(x) if len(views) == 1 else torch.stack([net(v) for v in views]).mean(0)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
