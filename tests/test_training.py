@@ -117,10 +117,11 @@ def test_shifted_test_time_views_move_the_face_and_are_averaged():
     x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
     views = tta_views(x, flip=False, shift=3)
     assert len(views) == 5 and len(tta_views(x, flip=True, shift=3)) == 10
-    up, down, left, right = views[1:]
-    assert torch.equal(up[..., 3:, :], x[..., :-3, :]) and torch.equal(up[..., :3, :], x[..., :1, :].expand_as(up[..., :3, :]))
-    assert torch.equal(down[..., :-3, :], x[..., 3:, :])
-    assert torch.equal(left[..., 3:], x[..., :-3]) and torch.equal(right[..., :-3], x[..., 3:])
+    down, up, right, left = views[1:]  # where the face moves
+    assert torch.equal(down[..., 3:, :], x[..., :-3, :])
+    assert torch.equal(down[..., :3, :], x[..., :1, :].expand_as(down[..., :3, :]))  # the edge row repeated
+    assert torch.equal(up[..., :-3, :], x[..., 3:, :])
+    assert torch.equal(right[..., 3:], x[..., :-3]) and torch.equal(left[..., :-3], x[..., 3:])
     model = EmotionClassifier(backbone="vgg_half", tta_flip=True, tta_shift=3).eval()
     faces = torch.rand(3, 1, 48, 48)
     with torch.no_grad():
