@@ -9,8 +9,8 @@ them on ``free``. A CNN's step allocates its largest activations and gradients a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+import sys
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
@@ -21,10 +21,9 @@ def keep_freed_memory(trim_threshold: int = 2**30) -> bool:
     ``MALLOC_MMAP_MAX_`` or ``MALLOC_TRIM_THRESHOLD_`` environment variables (theirs win)."""
     if "MALLOC_MMAP_MAX_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
+    if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "gnu_get_libc_version"):  # musl and macOS have no (or a no-op) mallopt
+    libc = ctypes.CDLL(None)  # the C library this process runs on (no library search at start-up)
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl's mallopt is a no-op
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
