@@ -76,6 +76,29 @@ def test_ema_stands_in_for_the_model_only_once_averaging_has_started(tiny_tree, 
     assert torch.equal(model.state_dict()[key], second["state_dict"][key])  # training ends on the average
 
 
+def test_epoch_swa_averages_the_weights_at_the_end_of_each_epoch(tiny_tree, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fer.training import EpochSWA
+
+    class EpochEnds(L.Callback):  # runs before EpochSWA's own epoch-end update: the weights it averages
+        def __init__(self) -> None:
+            self.weights = []
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self.weights.append(pl_module.net.features[0][0].weight.detach().clone())
+
+    ends = EpochEnds()
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, filename="{epoch}")
+    _, model = _fit(tiny_tree, tmp_path, [ends, EpochSWA(), checkpoints], epochs=3)
+    key = "net.features.0.0.weight"
+    saved = [torch.load(tmp_path / f"epoch={i}.ckpt", weights_only=False)["state_dict"][key] for i in range(3)]
+    for epoch in range(3):  # each checkpoint: the mean of the epoch ends so far
+        assert torch.allclose(saved[epoch], torch.stack(ends.weights[:epoch + 1]).mean(0), atol=1e-6)
+    assert not torch.equal(saved[2], ends.weights[2])
+    assert torch.equal(model.state_dict()[key], saved[2])  # training ends on the average
+
+
 def test_temperature_is_fitted_on_validation_stored_and_applied(tiny_tree, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
+from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging, WeightAveraging
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -36,10 +36,10 @@ class PredictionCSVWriter(BasePredictionWriter):
         print(f"Wrote {len(probs)} predictions to {out}")
 
 
-class EMAWeights(EMAWeightAveraging):
-    """Lightning's exponential moving average of the weights, standing in for the model (validation, checkpoints,
-    the end of training) only once averaging has started: before ``update_starting_at_step`` the average is
-    still the random initialisation, and averaging from step 0 mixes it into BatchNorm statistics."""
+class _AveragedOnceStarted(WeightAveraging):
+    """Lightning's weight averaging, with the average standing in for the model (validation, checkpoints, the end
+    of training) only once it holds at least one update: before that it is a copy of the weights training
+    started from, which would be validated and checkpointed as if it were the run's."""
 
     def _started(self) -> bool:
         return self._average_model is not None and int(self._average_model.n_averaged) > 0
@@ -59,6 +59,22 @@ class EMAWeights(EMAWeightAveraging):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._started():
             super().on_train_end(trainer, pl_module)
+
+
+class EMAWeights(_AveragedOnceStarted, EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, standing in for the model once averaging has
+    started: before ``update_starting_at_step`` the average is still the random initialisation, and averaging
+    from step 0 mixes it into BatchNorm statistics."""
+
+
+class EpochSWA(_AveragedOnceStarted):
+    """Stochastic weight averaging (Izmailov et al., UAI 2018) with a cyclic learning rate: the equal average of
+    the weights (and BatchNorm statistics) at the end of every epoch, for a schedule that anneals once per epoch
+    (e.g. ``CosineAnnealingWarmRestarts`` stepped per batch), so only low-rate points are averaged. Validation
+    of epoch k sees the average of epochs before k; ``last.ckpt`` holds the average including the last epoch."""
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return epoch_idx is not None
 
 
 class RNGStates(L.Callback):
