@@ -242,7 +242,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
 
     from fer.api import EmotionRecognizer, OnnxClassifier
     from fer.export import Probabilities, calibration_faces, export_onnx
-    from fer.stream import stream
+    from fer.stream import add_detector_options, apply_detector_options, stream
     from fer.training.module import tta_views
 
     parser = argparse.ArgumentParser(prog="fer bench infer", description=bench_infer.__doc__)
@@ -251,8 +251,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
     parser.add_argument("--runs", type=int, default=300, help="timed batch-1 calls per runtime")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the throughput measurement")
     parser.add_argument("--frames", type=int, default=300, help="frames of the pipeline video")
-    parser.add_argument("--detect-every", type=int, default=1, help="pipeline: search for faces every Nth frame")
-    parser.add_argument("--detect-side", type=int, help="pipeline: search downscaled frames (longer side, px)")
+    add_detector_options(parser)
     parser.add_argument("--calibration_data", help="also measure the int8 ONNX model calibrated on this training "
                         "data (see `fer export --quantize int8`); the pipeline then uses it")
     parser.add_argument("--tta_flip", choices=["true", "false"], help="override the mirror-image averaging")
@@ -260,8 +259,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
     args = parser.parse_args(argv)
 
     recognizer = EmotionRecognizer.load(args.ckpt)
-    if args.detect_side:
-        recognizer.detector.max_side = args.detect_side
+    apply_detector_options(recognizer.detector, args)
     module = recognizer.module
     if args.tta_flip:
         module.hparams.tta_flip = args.tta_flip == "true"
@@ -307,6 +305,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
         results["pipeline"] = {
             "video": "640x480", "frames": stats["frames"], "faces_found": stats["faces"],
             "detect_every": args.detect_every, "detect_side": detector.max_side,
+            "min_face": detector.min_size,
             "frames_per_s": round(stats["fps"], 1),
             "detector_ms": latency_ms(lambda: detector(gray), 20, warmup=2)["p50_ms"],
         }

@@ -49,7 +49,9 @@ class HaarFaceDetector:
     The defaults were chosen on FER2013 validation faces pasted into 640×480 photos (``python -m fer bench
     detect``): fewer required neighbours and no histogram equalisation find more of them. Images whose longer
     side exceeds ``max_side`` are searched downscaled (boxes are returned in the original's pixels): the
-    cascade's cost grows with the pixel count, and faces that matter in a photo are rarely tiny.
+    cascade's cost grows with the pixel count, and faces that matter in a photo are rarely tiny. ``min_size``,
+    the smallest face searched for, is in the original's pixels too (the cascade's window, 24 px in the searched
+    image, is the floor); in video, where faces are large, a bigger one halves the search (``stream --min-face``).
     """
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 3, min_size: int = 24,
@@ -68,7 +70,7 @@ class HaarFaceDetector:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.cascade.detectMultiScale(
             cv2.equalizeHist(gray) if self.equalize else gray, scaleFactor=self.scale_factor,
-            minNeighbors=self.min_neighbors, minSize=(self.min_size, self.min_size),
+            minNeighbors=self.min_neighbors, minSize=(round(self.min_size * scale),) * 2,
         )
         return [Box(*(int(round(v / scale)) for v in box)) for box in found]
 

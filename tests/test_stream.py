@@ -67,3 +67,33 @@ def test_showing_video_without_a_gui_says_what_to_do_instead(trained, video):
         pytest.skip("this OpenCV build has a GUI")
     with pytest.raises(RuntimeError, match="output="):
         stream(trained[0], str(video), show=True, max_frames=1)
+
+
+def test_min_face_is_in_the_frames_pixels_when_the_search_is_downscaled():
+    from fer.data.synthetic import render_face
+    from fer.faces import HaarFaceDetector
+
+    frame = np.full((480, 640), 120, np.uint8)
+    frame[160:320, 240:400] = cv2.resize(render_face("happy", np.random.default_rng(0), 48), (160, 160))
+    assert HaarFaceDetector(max_side=640)(frame), "the 160-px face is found at full size"
+    searched_at_half = [HaarFaceDetector(max_side=320, min_size=m)(frame) for m in (100, 200)]
+    assert [len(boxes) for boxes in searched_at_half] == [1, 0]  # 100 px < 160 < 200 px, in the frame's pixels
+    assert 130 < searched_at_half[0][0].w < 190  # and the box comes back in the frame's pixels
+
+
+def test_stream_command_takes_the_face_search_options(trained, video, tmp_path, monkeypatch):
+    import fer.stream
+
+    seen = {}
+    real = fer.stream.stream
+
+    def spy(recognizer, *args, **kwargs):
+        seen.update(side=recognizer.detector.max_side, min_face=recognizer.detector.min_size)
+        return real(recognizer, *args, **kwargs)
+
+    monkeypatch.setattr(fer.stream, "stream", spy)
+    ckpt = tmp_path / "m.ckpt"
+    trained[0].save(str(ckpt))
+    main(["stream", "--source", str(video), "--output", str(tmp_path / "o.mp4"), "--ckpt", str(ckpt),
+          "--detect-side", "320", "--min-face", "80", "--max-frames", "2"])
+    assert seen == {"side": 320, "min_face": 80}
