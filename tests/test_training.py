@@ -76,26 +76,32 @@ def test_ema_stands_in_for_the_model_only_once_averaging_has_started(tiny_tree, 
     assert torch.equal(model.state_dict()[key], second["state_dict"][key])  # training ends on the average
 
 
-def test_epoch_swa_averages_the_weights_at_the_end_of_each_epoch(tiny_tree, tmp_path):
+def test_epoch_swa_validates_and_saves_the_average_of_the_epoch_ends_so_far(tiny_tree, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from fer.training import EpochSWA
 
-    class EpochEnds(L.Callback):  # runs before EpochSWA's own epoch-end update: the weights it averages
+    class Spy(L.Callback):  # listed after EpochSWA: sees the weights it swaps in for validation
         def __init__(self) -> None:
-            self.weights = []
+            self.ends, self.validated = [], []
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
-            self.weights.append(pl_module.net.features[0][0].weight.detach().clone())
+            self.ends.append(pl_module.net.features[0][0].weight.detach().clone())
 
-    ends = EpochEnds()
+        def on_validation_epoch_start(self, trainer, pl_module) -> None:
+            if not trainer.sanity_checking:
+                self.validated.append(pl_module.net.features[0][0].weight.detach().clone())
+
+    spy = Spy()
     checkpoints = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, filename="{epoch}")
-    _, model = _fit(tiny_tree, tmp_path, [ends, EpochSWA(), checkpoints], epochs=3)
+    _, model = _fit(tiny_tree, tmp_path, [EpochSWA(), spy, checkpoints], epochs=3)
     key = "net.features.0.0.weight"
     saved = [torch.load(tmp_path / f"epoch={i}.ckpt", weights_only=False)["state_dict"][key] for i in range(3)]
-    for epoch in range(3):  # each checkpoint: the mean of the epoch ends so far
-        assert torch.allclose(saved[epoch], torch.stack(ends.weights[:epoch + 1]).mean(0), atol=1e-6)
-    assert not torch.equal(saved[2], ends.weights[2])
+    for epoch in range(3):  # validated, saved: the mean of the epoch ends so far, this epoch's included
+        mean = torch.stack(spy.ends[:epoch + 1]).mean(0)
+        assert torch.allclose(spy.validated[epoch], mean, atol=1e-6)
+        assert torch.allclose(saved[epoch], mean, atol=1e-6)
+    assert not torch.equal(saved[2], spy.ends[2])
     assert torch.equal(model.state_dict()[key], saved[2])  # training ends on the average
 
 

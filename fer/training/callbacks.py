@@ -70,11 +70,19 @@ class EMAWeights(_AveragedOnceStarted, EMAWeightAveraging):
 class EpochSWA(_AveragedOnceStarted):
     """Stochastic weight averaging (Izmailov et al., UAI 2018) with a cyclic learning rate: the equal average of
     the weights (and BatchNorm statistics) at the end of every epoch, for a schedule that anneals once per epoch
-    (e.g. ``CosineAnnealingWarmRestarts`` stepped per batch), so only low-rate points are averaged. Validation
-    of epoch k sees the average of epochs before k; ``last.ckpt`` holds the average including the last epoch."""
+    (e.g. ``CosineAnnealingWarmRestarts`` stepped per batch), so only low-rate points are averaged.
+
+    The average takes each epoch's weights after its last training batch, before that epoch's validation, so
+    validation and the checkpoints of epoch k both see the average of epochs 0…k. (Lightning's epoch-wise
+    update comes after validation: the best checkpoint would hold an average its score was not measured on.)"""
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return epoch_idx is not None
+        return False  # updated in on_train_batch_end, at the last batch of each epoch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and self._average_model is not None:
+            self._average_model.update_parameters(pl_module)
 
 
 class RNGStates(L.Callback):
