@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer.faces import Box
+from fer.faces import Box, HaarFaceDetector
 
 
 class Smoother:
@@ -115,7 +115,7 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
                         help="smallest face searched for, in the frame's pixels (faster when larger; default 24)")
 
 
-def apply_detector_options(detector, args: argparse.Namespace) -> None:
+def apply_detector_options(detector: HaarFaceDetector, args: argparse.Namespace) -> None:
     """Set ``--detect-side`` and ``--min-face`` on a ``HaarFaceDetector``."""
     if args.detect_side:
         detector.max_side = args.detect_side
