@@ -228,3 +228,31 @@ def test_convert_csv_command_writes_the_tree(tmp_path, capsys):
     assert len(table) == 21
     for image, label in zip(table.images, table.labels):
         assert ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"][int(image[0, 0]) // 30] == EMOTIONS[label]
+
+
+# -- soft labels from a teacher (knowledge distillation) ----------------------------------------------------------
+
+def test_teacher_blends_its_probabilities_into_training_targets_only(tiny_tree, fitted):
+    from fer.training import EmotionClassifier
+
+    checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
+    dm = FERDataModule(str(tiny_tree), num_workers=0, batch_size=16, teacher=checkpoint, teacher_weight=0.3)
+    dm.setup("fit")
+    table = dm.tables["train"]
+    teacher = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    with torch.inference_mode():
+        probs = teacher.probabilities(table.images.unsqueeze(1).float() / 255)
+    onehot = torch.nn.functional.one_hot(table.labels, len(EMOTIONS)).float()
+    assert torch.allclose(dm.train_targets, 0.7 * onehot + 0.3 * probs, atol=0.02)  # the teacher runs in bf16
+    _, targets = next(iter(dm.train_dataloader()))
+    assert targets.shape == (16, len(EMOTIONS)) and torch.allclose(targets.sum(-1), torch.ones(16))
+    _, labels = next(iter(dm.val_dataloader()))
+    assert labels.dtype == torch.int64 and labels.ndim == 1
+
+
+def test_teacher_of_other_emotions_is_refused(tiny_tree, fitted):
+    checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
+    dm = FERDataModule(str(tiny_tree), num_workers=0, emotions=[e for e in EMOTIONS if e != "disgust"],
+                       teacher=checkpoint)
+    with pytest.raises(FERDataError, match="data.teacher"):
+        dm.setup("fit")

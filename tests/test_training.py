@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from fer.data import FERDataModule
+from fer.emotions import EMOTIONS
+from fer.errors import ConfigError
 from fer.training import EmotionClassifier
 
 
@@ -231,3 +233,10 @@ def test_the_best_validation_accuracy_so_far_survives_a_resume():
     after.on_load_checkpoint(checkpoint)
     after.val_acc_best.update(torch.tensor(0.5))  # a worse epoch after the resume
     assert after.val_acc_best.compute().item() == pytest.approx(0.8)
+
+
+def test_mixup_refuses_soft_labels():
+    model = EmotionClassifier(mixup_alpha=0.2)
+    soft = torch.full((4, len(EMOTIONS)), 1 / len(EMOTIONS))
+    with pytest.raises(ConfigError, match="data.teacher"):
+        model.training_step((torch.rand(4, 1, 48, 48), soft), 0)

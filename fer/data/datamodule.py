@@ -22,6 +22,7 @@ from fer.data.reading import (
     EXPECTED_LAYOUT,
 )
 from fer.data.synthetic import cache_root, make_synthetic_dataset
+from fer.data.teacher import teacher_probabilities
 from fer.emotions import EMOTIONS, check_emotions
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,18 @@ class Augmentation:
 
 
 class FaceDataset(Dataset):
-    """Decoded faces in memory; the transform gets a (1, H, W) uint8 tensor."""
+    """Decoded faces in memory; the transform gets a (1, H, W) uint8 tensor. The target is the label, or
+    row i of ``targets`` (soft labels, one probability per class) when given."""
 
-    def __init__(self, table: FaceTable, transform: v2.Transform) -> None:
+    def __init__(self, table: FaceTable, transform: v2.Transform, targets: torch.Tensor | None = None) -> None:
         self.table, self.transform = table, transform
+        self.targets = table.labels if targets is None else targets
 
     def __len__(self) -> int:
         return len(self.table)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.table.images[i].unsqueeze(0)), self.table.labels[i]
+        return self.transform(self.table.images[i].unsqueeze(0)), self.targets[i]
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +90,9 @@ class FERDataModule(L.LightningDataModule):
         predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
         split_dirs: folders of individual splits (``train``, ``validation``, ``test``) that live outside
             ``data_dir``, e.g. ``{test: /data/other/test}``.
+        teacher: a trained checkpoint (same emotions and image size) whose calibrated probabilities on the
+            un-augmented training faces are blended into the training targets (knowledge distillation).
+        teacher_weight: the teacher's share of each training target; the label has the rest.
     """
 
     def __init__(
@@ -105,6 +111,8 @@ class FERDataModule(L.LightningDataModule):
         synthetic_samples_per_class: int = 300,
         predict_path: str | None = None,
         split_dirs: dict[str, str] | None = None,
+        teacher: str | None = None,
+        teacher_weight: float = 0.5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -112,8 +120,11 @@ class FERDataModule(L.LightningDataModule):
         self.augment = augment
         if not 0 < val_fraction < 1:
             raise ValueError(f"`data.val_fraction` must be between 0 and 1, got {val_fraction}")
+        if not 0 <= teacher_weight <= 1:
+            raise ValueError(f"`data.teacher_weight` must be between 0 and 1, got {teacher_weight}")
         self.cache_dir = Path(cache_dir) if cache_dir else (cache_root() / "decoded" if cache else None)
         self.tables: dict[str, FaceTable] = {}
+        self.train_targets: torch.Tensor | None = None
         self.predict_files: list[str] = []
 
     # -- locating and loading ----------------------------------------------------------------------------
@@ -171,6 +182,8 @@ class FERDataModule(L.LightningDataModule):
                 log.info("No validation split: holding out %d of %d training images", len(v), len(train))
                 train, val = train.subset(t), train.subset(v)
             self.tables.update(train=train, validation=val)
+            if self.hparams.teacher:
+                self.train_targets = self._soft_targets(train)
         if stage == "test" and "test" not in self.tables:
             test = self._load("test")
             if test is None:
@@ -180,6 +193,13 @@ class FERDataModule(L.LightningDataModule):
             self.tables["test"] = test
         if stage == "predict":
             self._setup_predict()
+
+    def _soft_targets(self, table: FaceTable) -> torch.Tensor:
+        probs = teacher_probabilities(self.hparams.teacher, table.images, self.emotions, self.hparams.image_size)
+        agree = (probs.argmax(-1) == table.labels).float().mean()
+        log.info("Teacher %s agrees with %.1f%% of the training labels", self.hparams.teacher, 100 * agree)
+        w = self.hparams.teacher_weight
+        return (1 - w) * torch.nn.functional.one_hot(table.labels, len(self.emotions)).float() + w * probs
 
     def _setup_predict(self) -> None:
         path = self.hparams.predict_path
@@ -216,9 +236,10 @@ class FERDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         transform = self.train_transform() if train else self.eval_transform()
+        targets = self.train_targets if train else None
         workers = self.hparams.num_workers
         return DataLoader(
-            FaceDataset(self.tables[split], transform),
+            FaceDataset(self.tables[split], transform, targets),
             batch_size=self.hparams.batch_size,
             shuffle=train,
             drop_last=train and len(self.tables[split]) > self.hparams.batch_size,

@@ -189,11 +189,14 @@ class EmotionClassifier(L.LightningModule):
         return (self(x).float() / self.temperature).softmax(-1)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
-        target = y
+        x, target = batch
+        soft = target.ndim == 2  # soft labels (data.teacher): training accuracy counts their largest share
+        y = target.argmax(-1) if soft else target
         if stage == "train" and self.batch_mix is not None and torch.rand(()) < self.hparams.mix_prob:
+            if soft:
+                raise ConfigError("model.mixup_alpha/cutmix_alpha mix hard labels only: not with data.teacher")
             x, target = self.batch_mix(x, y)  # target: the mixed one-hot labels
-            y = target.argmax(-1)  # training accuracy counts the larger share as the label
+            y = target.argmax(-1)
         logits = self(x)
         loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
         self.metrics[f"{stage}_"].update(logits.detach().float(), y)

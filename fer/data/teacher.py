@@ -1,0 +1,32 @@
+"""Soft training targets from a trained model ("born-again" knowledge distillation: Furlanello et al., ICML 2018)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.progress import track
+
+from fer.data.reading import FERDataError
+
+
+@torch.inference_mode()
+def teacher_probabilities(checkpoint: str | Path, images: torch.Tensor, emotions: list[str], image_size: int,
+                          batch_size: int = 256) -> torch.Tensor:
+    """The calibrated probabilities (N, len(emotions)) that the model in ``checkpoint`` gives the (N, H, W)
+    uint8 ``images``, with its own test-time views."""
+    from fer.training import EmotionClassifier  # the data package must not need the training one otherwise
+
+    model = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    if model.emotions != list(emotions) or model.hparams.image_size != image_size:
+        raise FERDataError(
+            f"data.teacher {checkpoint}: it classifies {model.emotions} at {model.hparams.image_size} px; "
+            f"this data module has {list(emotions)} at {image_size} px"
+        )
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16)  # AMX/AVX-512 bf16 where the CPU has it
+    batches = range(0, len(images), batch_size)
+    out = []
+    for i in track(batches, description=f"Teacher {Path(checkpoint).name}", transient=True):
+        with autocast:
+            out.append(model.probabilities(images[i:i + batch_size].unsqueeze(1).float() / 255))
+    return torch.cat(out)
