@@ -237,6 +237,8 @@ def test_teacher_blends_its_probabilities_into_training_targets_only(tiny_tree, 
 
     checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
     dm = FERDataModule(str(tiny_tree), num_workers=0, batch_size=16, teacher=checkpoint, teacher_weight=0.3)
+    dm.setup("validate")
+    assert dm.train_targets is None  # validation alone does not run the teacher
     dm.setup("fit")
     table = dm.tables["train"]
     teacher = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()

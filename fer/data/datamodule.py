@@ -182,8 +182,8 @@ class FERDataModule(L.LightningDataModule):
                 log.info("No validation split: holding out %d of %d training images", len(v), len(train))
                 train, val = train.subset(t), train.subset(v)
             self.tables.update(train=train, validation=val)
-            if self.hparams.teacher:
-                self.train_targets = self._soft_targets(train)
+        if stage == "fit" and self.hparams.teacher and self.train_targets is None:  # only training uses them
+            self.train_targets = self._soft_targets(self.tables["train"])
         if stage == "test" and "test" not in self.tables:
             test = self._load("test")
             if test is None:
