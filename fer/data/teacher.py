@@ -8,6 +8,7 @@ import torch
 from rich.progress import track
 
 from fer.data.reading import FERDataError
+from fer.runs import check_checkpoint
 
 
 @torch.inference_mode()
@@ -17,7 +18,7 @@ def teacher_probabilities(checkpoint: str | Path, images: torch.Tensor, emotions
     uint8 ``images``, with its own test-time views."""
     from fer.training import EmotionClassifier  # the data package must not need the training one otherwise
 
-    model = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    model = EmotionClassifier.load_from_checkpoint(check_checkpoint(checkpoint), map_location="cpu").eval()
     if model.emotions != list(emotions) or model.hparams.image_size != image_size:
         raise FERDataError(
             f"data.teacher {checkpoint}: it classifies {model.emotions} at {model.hparams.image_size} px; "
