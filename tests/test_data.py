@@ -252,6 +252,26 @@ def test_teacher_blends_its_probabilities_into_training_targets_only(tiny_tree, 
     assert labels.dtype == torch.int64 and labels.ndim == 1
 
 
+def test_teachers_in_a_list_are_averaged(tiny_tree, fitted, tmp_path):
+    from fer.training import EmotionClassifier
+
+    checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
+    other = torch.load(checkpoint, map_location="cpu", weights_only=False)  # a second, different teacher
+    for name, tensor in other["state_dict"].items():
+        if name.endswith("bias"):
+            tensor.add_(0.5 * torch.randn_like(tensor))
+    torch.save(other, tmp_path / "other.ckpt")
+    teachers = [checkpoint, str(tmp_path / "other.ckpt")]
+    dm = FERDataModule(str(tiny_tree), num_workers=0, teacher=teachers, teacher_weight=1.0)
+    dm.setup("fit")
+    images = dm.tables["train"].images.unsqueeze(1).float() / 255
+    with torch.inference_mode():
+        probs = [EmotionClassifier.load_from_checkpoint(t, map_location="cpu").eval().probabilities(images)
+                 for t in teachers]
+    assert not torch.allclose(probs[0], probs[1], atol=0.05)
+    assert torch.allclose(dm.train_targets, (probs[0] + probs[1]) / 2, atol=0.02)  # bf16
+
+
 def test_teacher_of_other_emotions_is_refused(tiny_tree, fitted):
     checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
     dm = FERDataModule(str(tiny_tree), num_workers=0, emotions=[e for e in EMOTIONS if e != "disgust"],

@@ -90,8 +90,9 @@ class FERDataModule(L.LightningDataModule):
         predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
         split_dirs: folders of individual splits (``train``, ``validation``, ``test``) that live outside
             ``data_dir``, e.g. ``{test: /data/other/test}``.
-        teacher: a trained checkpoint (same emotions and image size) whose calibrated probabilities on the
-            un-augmented training faces are blended into the training targets (knowledge distillation).
+        teacher: a trained checkpoint (same emotions and image size), or a list of them (an ensemble: their
+            mean), whose calibrated probabilities on the un-augmented training faces are blended into the
+            training targets (knowledge distillation).
         teacher_weight: the teacher's share of each training target; the label has the rest.
     """
 
@@ -111,7 +112,7 @@ class FERDataModule(L.LightningDataModule):
         synthetic_samples_per_class: int = 300,
         predict_path: str | None = None,
         split_dirs: dict[str, str] | None = None,
-        teacher: str | None = None,
+        teacher: str | list[str] | None = None,
         teacher_weight: float = 0.5,
     ) -> None:
         super().__init__()
@@ -195,9 +196,13 @@ class FERDataModule(L.LightningDataModule):
             self._setup_predict()
 
     def _soft_targets(self, table: FaceTable) -> torch.Tensor:
-        probs = teacher_probabilities(self.hparams.teacher, table.images, self.emotions, self.hparams.image_size)
+        teachers = self.hparams.teacher
+        teachers = [teachers] if isinstance(teachers, str) else teachers
+        probs = torch.stack([
+            teacher_probabilities(t, table.images, self.emotions, self.hparams.image_size) for t in teachers
+        ]).mean(0)
         agree = (probs.argmax(-1) == table.labels).float().mean()
-        log.info("Teacher %s agrees with %.1f%% of the training labels", self.hparams.teacher, 100 * agree)
+        log.info("Teacher %s agrees with %.1f%% of the training labels", ", ".join(teachers), 100 * agree)
         w = self.hparams.teacher_weight
         return (1 - w) * torch.nn.functional.one_hot(table.labels, len(self.emotions)).float() + w * probs
 
