@@ -257,6 +257,7 @@ def test_teachers_in_a_list_are_averaged(tiny_tree, fitted, tmp_path):
 
     checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
     other = torch.load(checkpoint, map_location="cpu", weights_only=False)  # a second, different teacher
+    torch.manual_seed(0)
     for name, tensor in other["state_dict"].items():
         if name.endswith("bias"):
             tensor.add_(0.5 * torch.randn_like(tensor))
