@@ -232,18 +232,23 @@ def test_convert_csv_command_writes_the_tree(tmp_path, capsys):
 
 # -- soft labels from a teacher (knowledge distillation) ----------------------------------------------------------
 
-def test_teacher_blends_its_probabilities_into_training_targets_only(tiny_tree, fitted):
+@torch.inference_mode()
+def fp32_probabilities(checkpoint: str, images: torch.Tensor) -> torch.Tensor:
+    """What a teacher should give the (N, H, W) uint8 ``images``, computed in fp32 here."""
     from fer.training import EmotionClassifier
 
+    model = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    return model.probabilities(images.unsqueeze(1).float() / 255)
+
+
+def test_teacher_blends_its_probabilities_into_training_targets_only(tiny_tree, fitted):
     checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
     dm = FERDataModule(str(tiny_tree), num_workers=0, batch_size=16, teacher=checkpoint, teacher_weight=0.3)
     dm.setup("validate")
     assert dm.train_targets is None  # validation alone does not run the teacher
     dm.setup("fit")
     table = dm.tables["train"]
-    teacher = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    with torch.inference_mode():
-        probs = teacher.probabilities(table.images.unsqueeze(1).float() / 255)
+    probs = fp32_probabilities(checkpoint, table.images)
     onehot = torch.nn.functional.one_hot(table.labels, len(EMOTIONS)).float()
     assert torch.allclose(dm.train_targets, 0.7 * onehot + 0.3 * probs, atol=0.02)  # the teacher runs in bf16
     _, targets = next(iter(dm.train_dataloader()))
@@ -253,8 +258,6 @@ def test_teacher_blends_its_probabilities_into_training_targets_only(tiny_tree, 
 
 
 def test_teachers_in_a_list_are_averaged(tiny_tree, fitted, tmp_path):
-    from fer.training import EmotionClassifier
-
     checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
     other = torch.load(checkpoint, map_location="cpu", weights_only=False)  # a second, different teacher
     torch.manual_seed(0)
@@ -265,10 +268,7 @@ def test_teachers_in_a_list_are_averaged(tiny_tree, fitted, tmp_path):
     teachers = [checkpoint, str(tmp_path / "other.ckpt")]
     dm = FERDataModule(str(tiny_tree), num_workers=0, teacher=teachers, teacher_weight=1.0)
     dm.setup("fit")
-    images = dm.tables["train"].images.unsqueeze(1).float() / 255
-    with torch.inference_mode():
-        probs = [EmotionClassifier.load_from_checkpoint(t, map_location="cpu").eval().probabilities(images)
-                 for t in teachers]
+    probs = [fp32_probabilities(t, dm.tables["train"].images) for t in teachers]
     assert not torch.allclose(probs[0], probs[1], atol=0.05)
     assert torch.allclose(dm.train_targets, (probs[0] + probs[1]) / 2, atol=0.02)  # bf16
 
