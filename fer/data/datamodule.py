@@ -90,7 +90,7 @@ class FERDataModule(L.LightningDataModule):
         predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
         split_dirs: folders of individual splits (``train``, ``validation``, ``test``) that live outside
             ``data_dir``, e.g. ``{test: /data/other/test}``.
-        teacher: a trained checkpoint (same emotions and image size), or a list of them (an ensemble: their
+        teacher: a trained checkpoint (same emotions; any input size), or a list of them (an ensemble: their
             mean), whose calibrated probabilities on the un-augmented training faces are blended into the
             training targets (knowledge distillation).
         teacher_weight: the teacher's share of each training target; the label has the rest.
@@ -199,7 +199,7 @@ class FERDataModule(L.LightningDataModule):
         teachers = self.hparams.teacher
         teachers = [teachers] if isinstance(teachers, str) else teachers
         probs = torch.stack([
-            teacher_probabilities(t, table.images, self.emotions, self.hparams.image_size) for t in teachers
+            teacher_probabilities(t, table.images, self.emotions) for t in teachers
         ]).mean(0)
         agree = (probs.argmax(-1) == table.labels).float().mean()
         log.info("Teacher %s agrees with %.1f%% of the training labels", ", ".join(teachers), 100 * agree)

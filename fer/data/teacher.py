@@ -12,22 +12,26 @@ from fer.runs import check_checkpoint
 
 
 @torch.inference_mode()
-def teacher_probabilities(checkpoint: str | Path, images: torch.Tensor, emotions: list[str], image_size: int,
+def teacher_probabilities(checkpoint: str | Path, images: torch.Tensor, emotions: list[str],
                           batch_size: int = 256) -> torch.Tensor:
     """The calibrated probabilities (N, len(emotions)) that the model in ``checkpoint`` gives the (N, H, W)
-    uint8 ``images``, with its own test-time views."""
+    uint8 ``images``, with its own test-time views; faces are resized to the teacher's input size, so a student
+    may train at another resolution."""
     from fer.training import EmotionClassifier  # the data package must not need the training one otherwise
 
     model = EmotionClassifier.load_from_checkpoint(check_checkpoint(checkpoint), map_location="cpu").eval()
-    if model.emotions != list(emotions) or model.hparams.image_size != image_size:
+    if model.emotions != list(emotions):
         raise FERDataError(
-            f"data.teacher {checkpoint}: it classifies {model.emotions} at {model.hparams.image_size} px; "
-            f"this data module has {list(emotions)} at {image_size} px"
+            f"data.teacher {checkpoint}: it classifies {model.emotions}; this data module has {list(emotions)}"
         )
+    size = model.hparams.image_size
     autocast = torch.autocast("cpu", dtype=torch.bfloat16)  # AMX/AVX-512 bf16 where the CPU has it
     batches = range(0, len(images), batch_size)
     out = []
     for i in track(batches, description=f"Teacher {Path(checkpoint).name}", transient=True):
+        x = images[i:i + batch_size].unsqueeze(1).float() / 255
+        if x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         with autocast:
-            out.append(model.probabilities(images[i:i + batch_size].unsqueeze(1).float() / 255))
+            out.append(model.probabilities(x))
     return torch.cat(out)
