@@ -240,3 +240,40 @@ def test_mixup_refuses_soft_labels():
     soft = torch.full((4, len(EMOTIONS)), 1 / len(EMOTIONS))
     with pytest.raises(ConfigError, match="data.teacher"):
         model.training_step((torch.rand(4, 1, 48, 48), soft), 0)
+
+
+def test_sam_applies_the_gradient_taken_at_the_perturbed_weights_to_the_original_ones():
+    from fer.training import SAMAdamW
+
+    def loss_fn(w: torch.Tensor) -> torch.Tensor:
+        return (w ** 4).sum() + w.prod()
+
+    w = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    sam = SAMAdamW([w], rho=0.1, lr=0.05, weight_decay=0.0)
+    reference = w.detach().clone().requires_grad_()  # plain AdamW, fed SAM's gradient by hand
+    adamw = torch.optim.AdamW([reference], lr=0.05, weight_decay=0.0)
+    plain = w.detach().clone().requires_grad_()  # plain AdamW on its own gradient
+    plain_adamw = torch.optim.AdamW([plain], lr=0.05, weight_decay=0.0)
+    seen = []
+
+    def closure() -> torch.Tensor:
+        seen.append(w.detach().clone())
+        sam.zero_grad()
+        loss = loss_fn(w)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        start = w.detach().clone()
+        assert torch.equal(sam.step(closure), loss_fn(start))  # the loss at the weights themselves
+        g = torch.func.grad(loss_fn)(start)
+        perturbed = start + 0.1 * g / g.norm()
+        assert torch.allclose(seen[-1], perturbed)  # the second pass ran at the worst point within rho
+        reference.grad = torch.func.grad(loss_fn)(perturbed)
+        adamw.step()
+        assert torch.allclose(w.detach(), reference.detach())
+        plain.grad = torch.func.grad(loss_fn)(plain.detach())
+        plain_adamw.step()
+    assert not torch.allclose(w.detach(), plain.detach(), atol=1e-4)
+    with pytest.raises(ValueError, match="closure"):
+        sam.step()

@@ -2,5 +2,6 @@
 
 from fer.training.callbacks import EMAWeights, EpochSWA, PredictionCSVWriter, RNGStates
 from fer.training.module import EmotionClassifier
+from fer.training.sam import SAMAdamW
 
-__all__ = ["EMAWeights", "EmotionClassifier", "EpochSWA", "PredictionCSVWriter", "RNGStates"]
+__all__ = ["EMAWeights", "EmotionClassifier", "EpochSWA", "PredictionCSVWriter", "RNGStates", "SAMAdamW"]
