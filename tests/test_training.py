@@ -172,7 +172,7 @@ class _MixSpy(L.Callback):
     ({"mixup_alpha": 0.4, "cutmix_alpha": 1.0}, 6), ({"cutmix_alpha": 1.0, "mix_prob": 0.0}, 0)])
 def test_mixup_and_cutmix_train_on_soft_labels(tiny_tree, tmp_path, kwargs, mixed_batches):
     spy = _MixSpy()
-    trainer, model = _fit(tiny_tree, tmp_path, callbacks=[spy], **kwargs)
+    trainer, _ = _fit(tiny_tree, tmp_path, callbacks=[spy], **kwargs)
     assert len(spy.targets) == mixed_batches  # 2 epochs of 3 batches
     for target in spy.targets:
         assert target.shape == (16, 7) and torch.allclose(target.sum(-1), torch.ones(16))
@@ -277,3 +277,5 @@ def test_sam_applies_the_gradient_taken_at_the_perturbed_weights_to_the_original
     assert not torch.allclose(w.detach(), plain.detach(), atol=1e-4)
     with pytest.raises(ValueError, match="closure"):
         sam.step()
+    with pytest.raises(ConfigError, match="rho.*positive, got 0"):
+        SAMAdamW([w], rho=0.0)

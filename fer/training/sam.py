@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from fer.errors import ConfigError
+
 
 class SAMAdamW(torch.optim.AdamW):
     """AdamW stepping with the gradient taken at the worst point within ``rho`` (L2) of the weights: each step
@@ -15,12 +17,12 @@ class SAMAdamW(torch.optim.AdamW):
 
     It needs the closure, so it suits Lightning's automatic optimisation, which hands the optimiser the
     training step as one. Both passes run ``training_step``: the logged training loss and accuracy count each
-    batch twice, at the weights and at the perturbed weights.
+    batch twice, at the weights and at the perturbed weights, and BatchNorm's running statistics see both.
     """
 
     def __init__(self, params, rho: float = 0.05, **kwargs) -> None:
         if rho <= 0:
-            raise ValueError(f"SAMAdamW: rho must be positive (the radius of the perturbation), got {rho}")
+            raise ConfigError(f"model.optimizer.init_args.rho: SAMAdamW's radius must be positive, got {rho}")
         super().__init__(params, **kwargs)
         self.rho = rho
 
