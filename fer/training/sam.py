@@ -33,7 +33,7 @@ class SAMAdamW(torch.optim.AdamW):
             loss = closure()
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         with torch.no_grad():
-            grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
             shifts = [p.grad * (self.rho / (grad_norm + 1e-12)) for p in params]
             for p, shift in zip(params, shifts):
                 p.add_(shift)
