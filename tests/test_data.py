@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -11,6 +12,7 @@ from fer.data import FERDataError, FERDataModule
 from fer.data.datamodule import stratified_split
 from fer.data.reading import load_folder_split, read_image
 from fer.emotions import EMOTIONS
+from fer.training import EmotionClassifier
 
 
 def write_face(path: Path, value: int, size: int = 48, mode: str = "L", fmt: str | None = None) -> None:
@@ -235,8 +237,6 @@ def test_convert_csv_command_writes_the_tree(tmp_path, capsys):
 @torch.inference_mode()
 def fp32_probabilities(checkpoint: str, images: torch.Tensor) -> torch.Tensor:
     """What a teacher should give the (N, H, W) uint8 ``images``, computed in fp32 here."""
-    from fer.training import EmotionClassifier
-
     model = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     return model.probabilities(images.unsqueeze(1).float() / 255)
 
@@ -284,6 +284,30 @@ def test_teacher_at_another_input_size_sees_the_faces_at_its_own(tiny_tree, fitt
     # Upscaled to 64 px and back down to 48 blurs the faces a little: close to the originals' probabilities, not equal.
     assert (dm.train_targets.argmax(-1) == probs.argmax(-1)).float().mean() > 0.8
     assert (dm.train_targets - probs).abs().mean() < 0.06
+
+
+def test_a_consistent_teacher_labels_each_training_batch_as_augmented_and_only_training_batches(tiny_tree, fitted):
+    checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
+    dm = FERDataModule(str(tiny_tree), num_workers=0, batch_size=16, teacher=checkpoint, teacher_weight=0.3,
+                       teacher_mode="consistent")
+    dm.setup("fit")
+    assert dm.train_targets is None  # nothing computed in advance
+    x, labels = next(iter(dm.train_dataloader()))
+    assert labels.dtype == torch.int64  # the loader still gives labels; the teacher comes after the transfer
+    dm.trainer = L.Trainer(precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    dm.trainer.training = True
+    faces, targets = dm.on_after_batch_transfer((x, labels), 0)
+    assert faces is x
+    teacher = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    teacher.hparams.tta_flip = False  # the student's view alone
+    with torch.no_grad():
+        probs = teacher.probabilities(x)
+        mirrored = teacher.probabilities(x.flip(-1))
+    onehot = torch.nn.functional.one_hot(labels, len(EMOTIONS)).float()
+    assert torch.allclose(targets, 0.7 * onehot + 0.3 * probs, atol=1e-5)
+    assert not torch.allclose(targets, 0.7 * onehot + 0.3 * (probs + mirrored) / 2, atol=1e-3)
+    dm.trainer.validating = True
+    assert dm.on_after_batch_transfer((x, labels), 0)[1] is labels
 
 
 def test_teacher_of_other_emotions_is_refused(tiny_tree, fitted):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -22,7 +23,7 @@ from fer.data.reading import (
     EXPECTED_LAYOUT,
 )
 from fer.data.synthetic import cache_root, make_synthetic_dataset
-from fer.data.teacher import teacher_probabilities
+from fer.data.teacher import load_teacher, teacher_input, teacher_probabilities
 from fer.emotions import EMOTIONS, check_emotions
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class FERDataModule(L.LightningDataModule):
             mean), whose calibrated probabilities on the un-augmented training faces are blended into the
             training targets (knowledge distillation).
         teacher_weight: the teacher's share of each training target; the label has the rest.
+        teacher_mode: ``fixed``: the teacher's probabilities on the un-augmented faces, computed once before
+            training, with its own test-time views. ``consistent``: the teacher sees every training batch as the
+            student does, after augmentation, and nothing else ("consistent teaching": Beyer et al., CVPR 2022,
+            "Knowledge distillation: a good teacher is patient and consistent"); a teacher's forward pass a step.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class FERDataModule(L.LightningDataModule):
         split_dirs: dict[str, str] | None = None,
         teacher: str | list[str] | None = None,
         teacher_weight: float = 0.5,
+        teacher_mode: Literal["fixed", "consistent"] = "fixed",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -123,9 +129,12 @@ class FERDataModule(L.LightningDataModule):
             raise ValueError(f"`data.val_fraction` must be between 0 and 1, got {val_fraction}")
         if not 0 <= teacher_weight <= 1:
             raise ValueError(f"`data.teacher_weight` must be between 0 and 1, got {teacher_weight}")
+        if teacher_mode not in ("fixed", "consistent"):
+            raise ValueError(f"`data.teacher_mode` must be 'fixed' or 'consistent', got {teacher_mode!r}")
         self.cache_dir = Path(cache_dir) if cache_dir else (cache_root() / "decoded" if cache else None)
         self.tables: dict[str, FaceTable] = {}
         self.train_targets: torch.Tensor | None = None
+        self.teachers: list[torch.nn.Module] = []  # teacher_mode consistent
         self.predict_files: list[str] = []
 
     # -- locating and loading ----------------------------------------------------------------------------
@@ -183,8 +192,13 @@ class FERDataModule(L.LightningDataModule):
                 log.info("No validation split: holding out %d of %d training images", len(v), len(train))
                 train, val = train.subset(t), train.subset(v)
             self.tables.update(train=train, validation=val)
-        if stage == "fit" and self.hparams.teacher and self.train_targets is None:  # only training uses them
-            self.train_targets = self._soft_targets(self.tables["train"])
+        if stage == "fit" and self.hparams.teacher:  # only training uses them
+            if self.hparams.teacher_mode == "fixed" and self.train_targets is None:
+                self.train_targets = self._soft_targets(self.tables["train"])
+            if self.hparams.teacher_mode == "consistent" and not self.teachers:
+                self.teachers = [load_teacher(t, self.emotions) for t in self._teacher_paths()]
+                for t in self.teachers:  # the student's view alone: that is the method, and half the cost
+                    t.hparams.tta_flip, t.hparams.tta_shift = False, 0
         if stage == "test" and "test" not in self.tables:
             test = self._load("test")
             if test is None:
@@ -195,16 +209,32 @@ class FERDataModule(L.LightningDataModule):
         if stage == "predict":
             self._setup_predict()
 
-    def _soft_targets(self, table: FaceTable) -> torch.Tensor:
+    def _teacher_paths(self) -> list[str]:
         teachers = self.hparams.teacher
-        teachers = [teachers] if isinstance(teachers, str) else teachers
+        return [teachers] if isinstance(teachers, str) else list(teachers)
+
+    def _blend(self, labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        w = self.hparams.teacher_weight
+        return (1 - w) * torch.nn.functional.one_hot(labels, len(self.emotions)).to(probs) + w * probs
+
+    def _soft_targets(self, table: FaceTable) -> torch.Tensor:
+        teachers = self._teacher_paths()
         probs = torch.stack([
             teacher_probabilities(t, table.images, self.emotions) for t in teachers
         ]).mean(0)
         agree = (probs.argmax(-1) == table.labels).float().mean()
         log.info("Teacher %s agrees with %.1f%% of the training labels", ", ".join(teachers), 100 * agree)
-        w = self.hparams.teacher_weight
-        return (1 - w) * torch.nn.functional.one_hot(table.labels, len(self.emotions)).float() + w * probs
+        return self._blend(table.labels, probs)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """With ``teacher_mode: consistent``, a training batch's labels become the blend of label and teachers'
+        probabilities on that batch's augmented faces."""
+        if not self.teachers or self.trainer is None or not self.trainer.training:
+            return batch
+        x, labels = batch
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            probs = torch.stack([t.to(x.device).probabilities(teacher_input(t, x)) for t in self.teachers]).mean(0)
+        return x, self._blend(labels, probs)
 
     def _setup_predict(self) -> None:
         path = self.hparams.predict_path
