@@ -92,8 +92,8 @@ class FERDataModule(L.LightningDataModule):
         split_dirs: folders of individual splits (``train``, ``validation``, ``test``) that live outside
             ``data_dir``, e.g. ``{test: /data/other/test}``.
         teacher: a trained checkpoint (same emotions; any input size), or a list of them (an ensemble: their
-            mean), whose calibrated probabilities on the un-augmented training faces are blended into the
-            training targets (knowledge distillation).
+            mean), whose calibrated probabilities are blended into the training targets (knowledge
+            distillation; on which faces: ``teacher_mode``).
         teacher_weight: the teacher's share of each training target; the label has the rest.
         teacher_mode: ``fixed``: the teacher's probabilities on the un-augmented faces, computed once before
             training, with its own test-time views. ``consistent``: the teacher sees every training batch as the
