@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from fer.data import FERDataModule
-from fer.emotions import EMOTIONS
 from fer.errors import ConfigError
 from fer.training import EmotionClassifier
 
@@ -235,11 +234,17 @@ def test_the_best_validation_accuracy_so_far_survives_a_resume():
     assert after.val_acc_best.compute().item() == pytest.approx(0.8)
 
 
-def test_mixup_refuses_soft_labels():
-    model = EmotionClassifier(mixup_alpha=0.2)
-    soft = torch.full((4, len(EMOTIONS)), 1 / len(EMOTIONS))
-    with pytest.raises(ConfigError, match="data.teacher"):
-        model.training_step((torch.rand(4, 1, 48, 48), soft), 0)
+def test_mixup_mixes_soft_targets_in_the_proportions_of_the_faces():
+    model = EmotionClassifier(backbone="vgg_half", mixup_alpha=0.4)  # mix_prob 1: every batch is mixed
+    inputs, targets = [], []
+    model.net.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    model.batch_mix.register_forward_hook(lambda module, args, mixed: targets.append(mixed[1]))
+    faces = torch.stack([torch.full((1, 48, 48), 0.2), torch.full((1, 48, 48), 0.9)])
+    soft = torch.tensor([[0.6, 0.4, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0.3, 0, 0.7]])  # a teacher's targets
+    model.training_step((faces, soft), 0)
+    share = (0.9 - inputs[0][0, 0, 0, 0]) / 0.7  # face 0's share in the first mixed face
+    assert 0 < share < 1
+    assert torch.allclose(targets[0][0], share * soft[0] + (1 - share) * soft[1], atol=1e-5)
 
 
 def test_sam_applies_the_gradient_taken_at_the_perturbed_weights_to_the_original_ones():

@@ -115,6 +115,7 @@ class EmotionClassifier(L.LightningModule):
         cutmix_alpha: CutMix (Yun et al. 2019) of training batches with Beta(α, α) areas; 0: off. With both on,
             each mixed batch uses one of the two, picked at random.
         mix_prob: share of training batches mixed (when mixup or CutMix is on); the rest train on plain labels.
+            Soft targets (``data.teacher``) are mixed in the same proportions as the faces.
         calibrate: fit a softmax temperature on the validation logits after every validation epoch; it is
             stored in the checkpoints and applied by ``probabilities`` (prediction, the API, exports).
         init_from: a checkpoint of the same architecture and emotions whose network weights ``fit`` starts
@@ -193,9 +194,7 @@ class EmotionClassifier(L.LightningModule):
         soft = target.ndim == 2  # soft labels (data.teacher): training accuracy counts their largest share
         y = target.argmax(-1) if soft else target
         if stage == "train" and self.batch_mix is not None and torch.rand(()) < self.hparams.mix_prob:
-            if soft:
-                raise ConfigError("model.mixup_alpha/cutmix_alpha mix hard labels only: not with data.teacher")
-            x, target = self.batch_mix(x, y)  # target: the mixed one-hot labels
+            x, target = self.batch_mix(x, target)  # the mixed one-hot labels, or the mixed soft targets
             y = target.argmax(-1)
         logits = self(x)
         loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
