@@ -97,8 +97,9 @@ class FERDataModule(L.LightningDataModule):
         teacher_weight: the teacher's share of each training target; the label has the rest.
         teacher_mode: ``fixed``: the teacher's probabilities on the un-augmented faces, computed once before
             training, with its own test-time views. ``consistent``: the teacher sees every training batch as the
-            student does, after augmentation, and nothing else ("consistent teaching": Beyer et al., CVPR 2022,
-            "Knowledge distillation: a good teacher is patient and consistent"); a teacher's forward pass a step.
+            student does, after augmentation (but before the model's mixup/CutMix), and nothing else ("consistent
+            teaching": Beyer et al., CVPR 2022, "Knowledge distillation: a good teacher is patient and
+            consistent"); a teacher's forward pass a step.
     """
 
     def __init__(

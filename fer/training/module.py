@@ -115,7 +115,8 @@ class EmotionClassifier(L.LightningModule):
         cutmix_alpha: CutMix (Yun et al. 2019) of training batches with Beta(α, α) areas; 0: off. With both on,
             each mixed batch uses one of the two, picked at random.
         mix_prob: share of training batches mixed (when mixup or CutMix is on); the rest train on plain labels.
-            Soft targets (``data.teacher``) are mixed in the same proportions as the faces.
+            Soft targets (``data.teacher``) are mixed in the same proportions as the faces; the teachers saw the
+            faces before mixing, in ``teacher_mode: consistent`` too.
         calibrate: fit a softmax temperature on the validation logits after every validation epoch; it is
             stored in the checkpoints and applied by ``probabilities`` (prediction, the API, exports).
         init_from: a checkpoint of the same architecture and emotions whose network weights ``fit`` starts
