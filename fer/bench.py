@@ -240,7 +240,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
     frames/s of the whole detection + classification pipeline."""
     import cv2
 
-    from fer.api import EmotionRecognizer, OnnxClassifier
+    from fer.api import EmotionRecognizer, OnnxClassifier, openvino_cpu_device
     from fer.export import Probabilities, calibration_faces, export_onnx
     from fer.stream import add_detector_options, apply_detector_options, stream
     from fer.training.module import tta_views
@@ -279,13 +279,20 @@ def bench_infer(argv: Sequence[str]) -> dict:
         print(json.dumps(results["fp32_estimate"]), flush=True)
         eager = Probabilities(module)
         scripted = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(eager, one).eval()))
-        onnx = OnnxClassifier(export_onnx(module, Path(tmp) / "model.onnx"), threads=1)
-        runtimes = {"eager": eager, "torchscript": scripted, "onnxruntime": lambda x: onnx(x.numpy())}
+        exports = {"": export_onnx(module, Path(tmp) / "model.onnx")}
         if args.calibration_data:
-            int8_path = export_onnx(module, Path(tmp) / "model.onnx", "int8",
-                                    calibration_faces(args.calibration_data, side))
-            int8 = OnnxClassifier(int8_path, threads=1)
-            runtimes["onnxruntime_int8"] = lambda x: int8(x.numpy())
+            exports["_int8"] = export_onnx(module, Path(tmp) / "model.onnx", "int8",
+                                           calibration_faces(args.calibration_data, side))
+        providers = {"": "cpu"}
+        try:
+            openvino_cpu_device()
+            providers["_openvino"] = "openvino"
+        except (ImportError, RuntimeError) as error:
+            results["openvino"] = str(error)
+        onnx = {f"onnxruntime{p}{q}": OnnxClassifier(path, threads=1, provider=provider)
+                for p, provider in providers.items() for q, path in exports.items()}
+        runtimes = {"eager": eager, "torchscript": scripted,
+                    **{name: (lambda x, c=classifier: c(x.numpy())) for name, classifier in onnx.items()}}
         for name, run in runtimes.items():
             row = latency_ms(lambda: run(one), args.runs)
             seconds = latency_ms(lambda: run(batch), 10, warmup=2)["p50_ms"] / 1000
@@ -297,13 +304,14 @@ def bench_infer(argv: Sequence[str]) -> dict:
                 else render_face("happy", np.random.default_rng(0), 48))
         video = Path(tmp) / "face.mp4"
         _face_video(video, face, args.frames)
-        # the pipeline classifies with ONNX Runtime (int8 if measured), as a deployment would
-        recognizer.onnx = int8 if args.calibration_data else onnx
+        # the pipeline classifies with ONNX Runtime (int8 if measured, on OpenVINO where it runs), as a deployment would
+        classifier = list(onnx)[-1]
+        recognizer.onnx = onnx[classifier]
         detector = recognizer.detector
         gray = cv2.cvtColor(cv2.VideoCapture(str(video)).read()[1], cv2.COLOR_BGR2GRAY)
         stats = stream(recognizer, video, detect_every=args.detect_every)
         results["pipeline"] = {
-            "video": "640x480", "frames": stats["frames"], "faces_found": stats["faces"],
+            "video": "640x480", "classifier": classifier, "frames": stats["frames"], "faces_found": stats["faces"],
             "detect_every": args.detect_every, "detect_side": detector.max_side,
             "min_face": detector.min_size,
             "frames_per_s": round(stats["fps"], 1),
