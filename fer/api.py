@@ -208,9 +208,9 @@ class EmotionRecognizer:
 class OnnxClassifier:
     """An exported model on ONNX Runtime (CPU): (N, 1, S, S) float32 faces in [0, 1] → probabilities.
 
-    ``provider="openvino"`` runs it through the OpenVINO execution provider (``pip install fer[openvino]``), whose
-    int8 convolutions use the AMX tile units of recent Intel Xeons: about twice as fast as ONNX Runtime's own CPU
-    kernels there (README, "Performance"). The default ``"cpu"`` is ONNX Runtime's own.
+    ``provider="openvino"`` runs it through the OpenVINO execution provider (``pip install -e ".[openvino]"`` in
+    a clone), whose int8 convolutions use the AMX tile units of recent Intel Xeons: about twice as fast as ONNX
+    Runtime's own CPU kernels there (README, "Performance"). The default ``"cpu"`` is ONNX Runtime's own.
     """
 
     def __init__(self, path: str | Path, threads: int = 1, provider: str = "cpu") -> None:
@@ -221,8 +221,8 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         if provider == "openvino":
-            options.add_provider_for_devices([openvino_cpu_device()],
-                                             {"load_config": json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(threads)}})})
+            config = {"CPU": {"INFERENCE_NUM_THREADS": str(threads)}}
+            options.add_provider_for_devices([openvino_cpu_device()], {"load_config": json.dumps(config)})
             self.session = ort.InferenceSession(str(path), options)
         elif provider == "cpu":
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -243,7 +243,7 @@ def openvino_cpu_device():
         import onnxruntime_ep_openvino as plugin
     except ImportError as error:
         raise ImportError("provider 'openvino' needs the OpenVINO execution provider: pip install "
-                          "onnxruntime-ep-openvino (or fer[openvino])") from error
+                          "onnxruntime-ep-openvino (or, in a clone of fer, pip install -e '.[openvino]')") from error
     name = plugin.get_ep_name()
     if not any(d.ep_name == name for d in ort.get_ep_devices()):
         ort.register_execution_provider_library(name, plugin.get_library_path())
