@@ -333,16 +333,16 @@ def bench_serve(argv: Sequence[str]) -> dict:
 
     import httpx
 
-    from fer.api import EmotionRecognizer
+    from fer.api import add_model_options, load_recognizer
     from fer.serve import create_app, running
 
     parser = argparse.ArgumentParser(prog="fer bench serve", description=bench_serve.__doc__)
-    parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
+    add_model_options(parser)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
 
-    recognizer = EmotionRecognizer.load(args.ckpt)
+    recognizer = load_recognizer(args)
     photo = Image.fromarray(np.random.default_rng(0).integers(60, 200, (480, 640), dtype=np.uint8))
     photo.paste(Image.fromarray(render_face("happy", np.random.default_rng(0), 160)), (240, 160))
     body = io.BytesIO()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
+from fer.api import add_model_options, load_recognizer
 from fer.data.reading import image_files
 
 
@@ -28,16 +29,14 @@ def annotate(image: Image.Image, faces: list[dict]) -> Image.Image:
 def detect_command(argv: Sequence[str]) -> list[dict]:
     parser = argparse.ArgumentParser(prog="fer detect", description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
+    add_model_options(parser)
     parser.add_argument("--format", choices=["json", "table"], default="json")
     parser.add_argument("--annotate", type=Path, help="folder to write annotated copies of the images into")
     parser.add_argument("--whole-image", action="store_true",
                         help="classify the whole image when no face is found (for pre-cropped faces)")
     args = parser.parse_args(argv)
 
-    from fer.api import EmotionRecognizer
-
-    recognizer = EmotionRecognizer.load(args.ckpt)
+    recognizer = load_recognizer(args)
     results = []
     for path in image_files(args.paths):
         with Image.open(path) as image:

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse
 
+from fer.api import add_model_options, load_recognizer
 from fer.data.reading import FERDataError
 
 
@@ -84,13 +85,11 @@ def running(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
 
 def serve_command(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="fer serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
+    add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, in MiB")
     args = parser.parse_args(argv)
 
-    from fer.api import EmotionRecognizer
-
-    app = create_app(EmotionRecognizer.load(args.ckpt), int(args.max_upload_mb * 2**20))
+    app = create_app(load_recognizer(args), int(args.max_upload_mb * 2**20))
     uvicorn.run(app, host=args.host, port=args.port)

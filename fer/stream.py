@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer.api import add_model_options, load_recognizer
 from fer.faces import Box, HaarFaceDetector
 
 
@@ -127,7 +128,7 @@ def stream_command(argv: Sequence[str]) -> dict:
     parser = argparse.ArgumentParser(prog="fer stream", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default="0", help="webcam index, video file or stream URL (default: 0)")
     parser.add_argument("--output", type=Path, help="write the annotated video here (.mp4)")
-    parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
+    add_model_options(parser)
     parser.add_argument("--show", action="store_true", help="show a window (needs OpenCV with GUI support)")
     parser.add_argument("--smoothing", type=int, default=5, help="frames to average each face's probabilities over")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
@@ -136,9 +137,7 @@ def stream_command(argv: Sequence[str]) -> dict:
     if args.output is None and not args.show:
         parser.error("nothing to do: give --output FILE and/or --show")
 
-    from fer.api import EmotionRecognizer
-
-    recognizer = EmotionRecognizer.load(args.ckpt)
+    recognizer = load_recognizer(args)
     apply_detector_options(recognizer.detector, args)
     stats = stream(recognizer, args.source, args.output, args.show, args.smoothing,
                    args.max_frames, args.detect_every)

@@ -143,3 +143,17 @@ def test_channels_last_network_exports_without_index_arithmetic(tmp_path):
     graph = onnx.load(export_onnx(module, tmp_path / "m.onnx")).graph
     # Shape/Range/Gather around the classifier's flatten is what OpenVINO's int8 passes got wrong (export.py)
     assert not {"Gather", "Range"} & {node.op_type for node in graph.node}
+
+
+def test_detect_runs_an_onnx_export_on_the_chosen_provider(quantized, tiny_tree, capsys):
+    faces = sorted((tiny_tree / "validation").rglob("*.png"))[:20]
+    args = ["detect", *map(str, faces), "--ckpt", str(quantized), "--whole-image"]
+    with pytest.raises(SystemExit):
+        main([*args, "--onnx_provider", "tpu"])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+    own = [r["faces"][0]["label"] for r in main(args)]
+    try:
+        openvino = [r["faces"][0]["label"] for r in main([*args, "--onnx_provider", "openvino"])]
+    except (ImportError, RuntimeError) as error:  # no plugin, or a CPU it does not drive (AMD)
+        pytest.skip(str(error))
+    assert len(own) == 20 and sum(a == b for a, b in zip(own, openvino)) >= 18
