@@ -148,6 +148,9 @@ class EmotionRecognizer:
                     "version_0/checkpoints/last.ckpt')"
                 )
             path = DEFAULT_MODEL
+        if onnx_provider != "cpu" and not str(path).endswith(".onnx"):
+            raise ValueError(f"onnx_provider={onnx_provider!r} runs .onnx exports, and {path} is a checkpoint: export "
+                             "it first (python -m fer export --ckpt … --format onnx [--quantize int8 …])")
         recognizer = cls.__new__(cls)
         if str(path).endswith(".onnx"):
             recognizer.onnx, recognizer.module = OnnxClassifier(path, provider=onnx_provider), None

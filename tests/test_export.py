@@ -123,11 +123,13 @@ def test_int8_onnx_runs_on_openvino_like_on_onnx_runtimes_own_kernels(quantized,
     assert (openvino(faces).argmax(1) == own(faces).argmax(1)).mean() >= 0.95
 
 
-def test_onnx_provider_errors_name_the_option_and_the_fix(quantized, monkeypatch):
+def test_onnx_provider_errors_name_the_option_and_the_fix(quantized, checkpoint, monkeypatch):
     from fer.api import OnnxClassifier
 
     with pytest.raises(ValueError, match="expected 'cpu' or 'openvino', got 'tpu'"):
         OnnxClassifier(quantized, provider="tpu")
+    with pytest.raises(ValueError, match="runs .onnx exports, and .*model.ckpt is a checkpoint: export it first"):
+        EmotionRecognizer.load(str(checkpoint), onnx_provider="openvino")
     monkeypatch.setitem(sys.modules, "onnxruntime_ep_openvino", None)  # not installed
     with pytest.raises(ImportError, match="pip install onnxruntime-ep-openvino"):
         OnnxClassifier(quantized, provider="openvino")
