@@ -240,7 +240,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
     frames/s of the whole detection + classification pipeline."""
     import cv2
 
-    from fer.api import EmotionRecognizer, OnnxClassifier, openvino_cpu_device
+    from fer.api import EmotionRecognizer, OnnxClassifier
     from fer.export import Probabilities, calibration_faces, export_onnx
     from fer.stream import add_detector_options, apply_detector_options, stream
     from fer.training.module import tta_views
@@ -283,14 +283,12 @@ def bench_infer(argv: Sequence[str]) -> dict:
         if args.calibration_data:
             exports["_int8"] = export_onnx(module, Path(tmp) / "model.onnx", "int8",
                                            calibration_faces(args.calibration_data, side))
-        providers = {"": "cpu"}
+        onnx = {f"onnxruntime{q}": OnnxClassifier(path, threads=1) for q, path in exports.items()}
         try:
-            openvino_cpu_device()
-            providers["_openvino"] = "openvino"
+            onnx |= {f"onnxruntime_openvino{q}": OnnxClassifier(path, threads=1, provider="openvino")
+                     for q, path in exports.items()}
         except (ImportError, RuntimeError) as error:
             results["openvino"] = str(error)
-        onnx = {f"onnxruntime{p}{q}": OnnxClassifier(path, threads=1, provider=provider)
-                for p, provider in providers.items() for q, path in exports.items()}
         runtimes = {"eager": eager, "torchscript": scripted,
                     **{name: (lambda x, c=classifier: c(x.numpy())) for name, classifier in onnx.items()}}
         for name, run in runtimes.items():

@@ -37,11 +37,11 @@ def reference(checkpoint, faces) -> np.ndarray:
         return module.probabilities(torch.from_numpy(faces)).numpy()
 
 
-
 @pytest.fixture(scope="module")
 def quantized(checkpoint, tiny_tree) -> Path:
     return main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--quantize", "int8",
                  "--calibration_data", str(tiny_tree)])
+
 
 def test_onnx_matches_pytorch_and_carries_the_emotions(checkpoint, faces):
     onnx_path = main(["export", "--ckpt", str(checkpoint), "--format", "onnx"])
