@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from fer import EmotionRecognizer
+from fer.api import openvino_cpu_device
 from fer.cli import main
 from fer.data.synthetic import make_synthetic_dataset
 from fer.emotions import EMOTIONS
@@ -53,3 +54,12 @@ def trained(tiny_tree, tmp_path_factory):
     r.train(str(tiny_tree / "train"), str(tiny_tree / "validation"), epochs=2, batch_size=16, log_dir=str(out),
             limit_train_batches=4, enable_progress_bar=False)
     return r, out
+
+
+@pytest.fixture(scope="session")
+def needs_openvino():
+    """Skips the test unless ONNX Runtime's OpenVINO plugin is installed and drives this CPU (it offers none on AMD)."""
+    try:
+        openvino_cpu_device()
+    except (ImportError, RuntimeError) as error:
+        pytest.skip(str(error))
