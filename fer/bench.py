@@ -4,9 +4,9 @@
   stack (after ``--warmup`` steps) and of the same model, data loader and precision in a minimal PyTorch loop:
   images/s, their ratio and the share of step time spent waiting for data; and the ceiling this CPU sets:
   large-matrix-multiply GFLOP/s per precision divided by the model's training FLOPs per image.
-- ``infer [--ckpt …]``: single-face latency (batch 1, one thread; p50/p99) and batch throughput of eager
-  PyTorch, TorchScript and ONNX Runtime, and the detection + classification pipeline's frames/s on a
-  640×480 video with one face; and what the model's FLOPs cost at a one-thread fp32 matrix-multiply rate.
+- ``infer [--ckpt …]``: single-face latency (batch 1, one thread; p50/p99, the runtimes timed in turns) and
+  batch throughput of eager PyTorch, TorchScript and ONNX Runtime, and the detection + classification
+  pipeline's frames/s on a 640×480 video with one face; and what the model's FLOPs cost at a one-thread fp32 matrix-multiply rate.
 - ``detect --split_dir …``: face-detector recall on FER-style faces pasted into 640×480 photos.
 - ``serve [--clients 8 --seconds 20]``: a bounded load test of the web API on loopback.
 """
@@ -60,16 +60,41 @@ class StepTimer(L.Callback):
         return {"images_per_s": round(self.images / elapsed, 1), "data_wait_share": round(self.wait / elapsed, 4)}
 
 
-def latency_ms(run: Callable[[], object], runs: int = 50, warmup: int = 5) -> dict[str, float]:
-    """p50 and p99 of ``run()``'s wall time, in milliseconds, after ``warmup`` calls."""
+def _wall_times(run: Callable[[], object], runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        run()
     times = []
-    for i in range(runs + warmup):
+    for _ in range(runs):
         start = time.perf_counter()
         run()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    times.sort()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _percentiles_ms(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
     return {"p50_ms": round(times[len(times) // 2] * 1000, 3), "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3)}
+
+
+def latency_ms(run: Callable[[], object], runs: int = 50, warmup: int = 5) -> dict[str, float]:
+    """p50 and p99 of ``run()``'s wall time, in milliseconds, after ``warmup`` calls."""
+    return _percentiles_ms(_wall_times(run, runs, warmup))
+
+
+def interleaved_latency_ms(runs: dict[str, Callable[[], object]], calls: int, rounds: int = 5,
+                           warmup: int = 5) -> dict[str, dict]:
+    """``latency_ms`` of each callable over ``calls`` calls, timed in ``rounds`` rounds that take turns.
+
+    On a shared host a neighbour's burst of load then slows every callable alike instead of whichever was
+    being timed. Each row also lists its rounds' p50s: their spread shows how noisy the host was."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    round_p50s: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            round_times = _wall_times(run, max(1, calls // rounds), warmup)
+            times[name] += round_times
+            round_p50s[name].append(_percentiles_ms(round_times)["p50_ms"])
+    return {name: {**_percentiles_ms(times[name]), "round_p50_ms": round_p50s[name]} for name in runs}
 
 
 @contextmanager
@@ -249,6 +274,8 @@ def bench_infer(argv: Sequence[str]) -> dict:
     parser.add_argument("--ckpt", help="checkpoint (default: the model shipped with fer)")
     parser.add_argument("--face", type=Path, help="face image for the video (default: a synthetic face)")
     parser.add_argument("--runs", type=int, default=300, help="timed batch-1 calls per runtime")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the runtimes take turns in this many rounds of runs/rounds calls each")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the throughput measurement")
     parser.add_argument("--frames", type=int, default=300, help="frames of the pipeline video")
     add_detector_options(parser)
@@ -291,8 +318,10 @@ def bench_infer(argv: Sequence[str]) -> dict:
             results["openvino"] = str(error)
         runtimes = {"eager": eager, "torchscript": scripted,
                     **{name: (lambda x, c=classifier: c(x.numpy())) for name, classifier in onnx.items()}}
+        rows = interleaved_latency_ms({name: (lambda r=run: r(one)) for name, run in runtimes.items()},
+                                      args.runs, args.rounds)
         for name, run in runtimes.items():
-            row = latency_ms(lambda: run(one), args.runs)
+            row = rows[name]
             seconds = latency_ms(lambda: run(batch), 10, warmup=2)["p50_ms"] / 1000
             row["batch_images_per_s"] = round(args.batch / seconds, 1)
             results["runtimes"][name] = row

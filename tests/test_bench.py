@@ -1,5 +1,7 @@
 import json
+import time
 
+from fer.bench import interleaved_latency_ms
 from fer.cli import main
 
 
@@ -18,6 +20,22 @@ def test_bench_train_prints_throughput_of_lightning_and_plain_loops(capsys):
     assert abs(summary["forward_gmacs_per_image"] - 0.43) < 0.01
     rate, ceiling = summary["matmul_gflops"]["32-true"], summary["ceiling_images_per_s"]["32-true"]
     assert rate > 0 and abs(ceiling - rate / (6 * summary["forward_gmacs_per_image"])) < 0.1
+
+
+def test_interleaved_latency_takes_turns_and_shows_a_slow_round():
+    calls = []
+
+    def a() -> None:
+        if 3 <= calls.count("a") < 6:  # a's second round (1 warm-up + 2 timed calls a round)
+            time.sleep(0.005)
+        calls.append("a")
+
+    rows = interleaved_latency_ms({"a": a, "b": lambda: calls.append("b")}, calls=6, rounds=3, warmup=1)
+    assert calls == (["a"] * 3 + ["b"] * 3) * 3
+    assert len(rows["a"]["round_p50_ms"]) == len(rows["b"]["round_p50_ms"]) == 3
+    slow = rows["a"]["round_p50_ms"][1]
+    assert slow >= 5 > max(rows["a"]["round_p50_ms"][0], rows["a"]["round_p50_ms"][2], *rows["b"]["round_p50_ms"])
+    assert rows["a"]["p50_ms"] < slow <= rows["a"]["p99_ms"]
 
 
 def test_bench_detect_reports_recall(tiny_tree, capsys):
@@ -43,6 +61,7 @@ def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, t
     assert set(result["runtimes"]) == runtimes
     for row in result["runtimes"].values():
         assert 0 < row["p50_ms"] <= row["p99_ms"] and row["batch_images_per_s"] > 0
+        assert len(row["round_p50_ms"]) == 5
     assert result["pipeline"]["frames"] == 6 and result["pipeline"]["frames_per_s"] > 0
     estimate = result["fp32_estimate"]
     assert estimate["forward_gmacs_per_face"] == 0.4298  # the seed CNN, no mirror image
