@@ -6,7 +6,8 @@
   large-matrix-multiply GFLOP/s per precision divided by the model's training FLOPs per image.
 - ``infer [--ckpt …]``: single-face latency (batch 1, one thread; p50/p99, the runtimes timed in turns) and
   batch throughput of eager PyTorch, TorchScript and ONNX Runtime, and the detection + classification
-  pipeline's frames/s on a 640×480 video with one face; and what the model's FLOPs cost at a one-thread fp32 matrix-multiply rate.
+  pipeline's frames/s on a 640×480 video with one face; and what the model's FLOPs cost at a one-thread fp32
+  matrix-multiply rate.
 - ``detect --split_dir …``: face-detector recall on FER-style faces pasted into 640×480 photos.
 - ``serve [--clients 8 --seconds 20]``: a bounded load test of the web API on loopback.
 """
@@ -83,7 +84,8 @@ def latency_ms(run: Callable[[], object], runs: int = 50, warmup: int = 5) -> di
 
 def interleaved_latency_ms(runs: dict[str, Callable[[], object]], calls: int, rounds: int = 5,
                            warmup: int = 5) -> dict[str, dict]:
-    """``latency_ms`` of each callable over ``calls`` calls, timed in ``rounds`` rounds that take turns.
+    """``latency_ms`` of each callable over ``calls`` calls, timed in ``rounds`` rounds that take turns (each
+    round after ``warmup`` untimed calls).
 
     On a shared host a neighbour's burst of load then slows every callable alike instead of whichever was
     being timed. Each row also lists its rounds' p50s: their spread shows how noisy the host was."""

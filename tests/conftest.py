@@ -62,4 +62,5 @@ def needs_openvino():
     try:
         openvino_cpu_device()
     except (ImportError, RuntimeError) as error:
+        assert "provider 'openvino'" in str(error)  # the reason names the option
         pytest.skip(str(error))
