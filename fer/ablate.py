@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its Agg backend by itself
-import torch
 import yaml
 
 from fer.bench import StepTimer, forward_gmacs, inference_latency_ms

@@ -324,7 +324,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
                                       args.runs, args.rounds)
         for name, run in runtimes.items():
             row = rows[name]
-            seconds = latency_ms(lambda: run(batch), 10, warmup=2)["p50_ms"] / 1000
+            seconds = latency_ms(lambda r=run: r(batch), 10, warmup=2)["p50_ms"] / 1000
             row["batch_images_per_s"] = round(args.batch / seconds, 1)
             results["runtimes"][name] = row
             print(json.dumps({name: row}), flush=True)
