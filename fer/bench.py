@@ -297,10 +297,10 @@ def bench_infer(argv: Sequence[str]) -> dict:
     side, chans = module.hparams.image_size, module.hparams.in_chans
     one, batch = torch.rand(1, chans, side, side), torch.rand(args.batch, chans, side, side)
     results: dict = {"backbone": module.hparams.backbone, "tta_flip": module.hparams.tta_flip,
-                     "tta_shift": module.hparams.tta_shift,
+                     "tta_shift": module.hparams.tta_shift, "tta_crop": module.hparams.tta_crop,
                      "image_size": side, "threads": 1, "runtimes": {}}
     with tempfile.TemporaryDirectory() as tmp, torch_threads(1), torch.inference_mode():
-        views = len(tta_views(one, module.hparams.tta_flip, module.hparams.tta_shift))
+        views = len(tta_views(one, module.hparams.tta_flip, module.hparams.tta_shift, module.hparams.tta_crop))
         gmacs = forward_gmacs(module.net, side, chans) * views
         rate = matmul_gflops(torch.float32)
         results["fp32_estimate"] = {"forward_gmacs_per_face": round(gmacs, 4), "fp32_matmul_gflops_1_thread": rate,

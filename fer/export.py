@@ -40,12 +40,13 @@ class Probabilities(nn.Module):
         self.net = module.net.float().eval()
         self.normalize = module.hparams.normalize
         self.tta_flip = module.hparams.tta_flip if tta_flip is None else tta_flip
-        self.tta_shift = module.hparams.tta_shift
+        self.tta_shift, self.tta_crop = module.hparams.tta_shift, module.hparams.tta_crop
         self.temperature = module.temperature
         self.eval()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = net_logits(self.net, normalize_input(image, self.normalize), self.tta_flip, self.tta_shift)
+        logits = net_logits(self.net, normalize_input(image, self.normalize), self.tta_flip, self.tta_shift,
+                            self.tta_crop)
         return (logits / self.temperature).softmax(-1)
 
 

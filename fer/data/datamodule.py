@@ -40,6 +40,7 @@ class Augmentation:
     scale: tuple[float, float] = (1.0, 1.0)
     hflip: float = 0.5  # probability
     erasing: float = 0.0  # probability of one RandomErasing patch
+    crop: int | None = None  # side of a random square crop (train on crops, test with model.tta_crop); None: off
 
 
 class FaceDataset(Dataset):
@@ -130,6 +131,9 @@ class FERDataModule(L.LightningDataModule):
             raise ValueError(f"`data.val_fraction` must be between 0 and 1, got {val_fraction}")
         if not 0 <= teacher_weight <= 1:
             raise ValueError(f"`data.teacher_weight` must be between 0 and 1, got {teacher_weight}")
+        if augment.crop is not None and not 0 < augment.crop < image_size:
+            raise ValueError(f"`data.augment.crop` must be a side below data.image_size ({image_size}), "
+                             f"got {augment.crop}")
         if teacher_mode not in ("fixed", "consistent"):
             raise ValueError(f"`data.teacher_mode` must be 'fixed' or 'consistent', got {teacher_mode!r}")
         self.cache_dir = Path(cache_dir) if cache_dir else (cache_root() / "decoded" if cache else None)
@@ -199,7 +203,7 @@ class FERDataModule(L.LightningDataModule):
             if self.hparams.teacher_mode == "consistent" and not self.teachers:
                 self.teachers = [load_teacher(t, self.emotions) for t in self._teacher_paths()]
                 for t in self.teachers:  # the student's view alone: that is the method, and half the cost
-                    t.hparams.tta_flip, t.hparams.tta_shift = False, 0
+                    t.hparams.tta_flip, t.hparams.tta_shift, t.hparams.tta_crop = False, 0, 0
         if stage == "test" and "test" not in self.tables:
             test = self._load("test")
             if test is None:
@@ -260,6 +264,8 @@ class FERDataModule(L.LightningDataModule):
         steps: list[v2.Transform] = []
         if a.rotation or a.translate or tuple(a.scale) != (1.0, 1.0):
             steps.append(v2.RandomAffine(degrees=a.rotation, translate=(a.translate, a.translate), scale=a.scale))
+        if a.crop:
+            steps.append(v2.RandomCrop(a.crop))
         if a.hflip:
             steps.append(v2.RandomHorizontalFlip(a.hflip))
         steps.append(v2.ToDtype(torch.float32, scale=True))  # [0, 1]; normalisation is the model's

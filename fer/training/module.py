@@ -20,6 +20,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import five_crop
 
 from fer.emotions import EMOTIONS, check_emotions
 from fer.errors import ConfigError
@@ -38,10 +39,14 @@ def normalize_input(x: torch.Tensor, normalize: tuple[float, float] | None) -> t
     return (x - mean) / std
 
 
-def tta_views(x: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
+def tta_views(x: torch.Tensor, flip: bool, shift: int, crop: int = 0) -> list[torch.Tensor]:
     """``x``; with ``shift`` > 0 also ``x`` moved ``shift`` pixels up, down, left and right (edges repeated);
-    with ``flip`` also the mirror image of each of those."""
-    views = [x]
+    with ``crop`` > 0 instead the centre and four corner crops of side ``crop``; with ``flip`` also the mirror
+    image of each of those (``crop`` and ``flip``: the ten-crop protocol of Khaireddin & Chen)."""
+    if crop:
+        views = list(five_crop(x, [crop, crop]))
+    else:
+        views = [x]
     if shift:
         padded = F.pad(x, (shift,) * 4, mode="replicate")
         side_h, side_w = x.shape[-2:]
@@ -50,9 +55,10 @@ def tta_views(x: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
     return views + [v.flip(-1) for v in views] if flip else views
 
 
-def net_logits(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, tta_shift: int = 0) -> torch.Tensor:
+def net_logits(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, tta_shift: int = 0,
+               tta_crop: int = 0) -> torch.Tensor:
     """The mean logits of the test-time views of ``x`` (``tta_views``); ``net(x)`` when there is only one."""
-    views = tta_views(x, tta_flip, tta_shift)
+    views = tta_views(x, tta_flip, tta_shift, tta_crop)
     return net(x) if len(views) == 1 else torch.stack([net(v) for v in views]).mean(0)
 
 
@@ -111,6 +117,8 @@ class EmotionClassifier(L.LightningModule):
         tta_flip: in evaluation and prediction, average the logits of each face and its mirror image.
         tta_shift: in evaluation and prediction, also average in the face moved this many pixels up, down, left
             and right (with ``tta_flip``: 10 views a face, 5× the work of ``tta_flip`` alone).
+        tta_crop: in evaluation and prediction, average the centre and four corner crops of this side instead of
+            the whole face (with ``tta_flip``: ten crops); for networks trained on crops (``data.augment.crop``).
         mixup_alpha: mixup (Zhang et al. 2018) of training batches with Beta(α, α) weights; 0: off.
         cutmix_alpha: CutMix (Yun et al. 2019) of training batches with Beta(α, α) areas; 0: off. With both on,
             each mixed batch uses one of the two, picked at random.
@@ -142,6 +150,7 @@ class EmotionClassifier(L.LightningModule):
         normalize: tuple[float, float] | None = None,
         tta_flip: bool = False,
         tta_shift: int = 0,
+        tta_crop: int = 0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         mix_prob: float = 1.0,
@@ -150,6 +159,9 @@ class EmotionClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if tta_crop and (tta_shift or not 0 < tta_crop < image_size):
+            raise ConfigError(f"model.tta_crop: expected a side below model.image_size ({image_size}) and "
+                              f"model.tta_shift 0, got tta_crop {tta_crop} with tta_shift {tta_shift}")
         self.emotions = check_emotions(emotions)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.net = create_model(
@@ -184,7 +196,7 @@ class EmotionClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         if self.training:
             return self.net(x)
-        return net_logits(self.net, x, self.hparams.tta_flip, self.hparams.tta_shift)
+        return net_logits(self.net, x, self.hparams.tta_flip, self.hparams.tta_shift, self.hparams.tta_crop)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated per-emotion probabilities (float32) of faces scaled to [0, 1]."""
