@@ -101,6 +101,18 @@ def test_training_augmentation_changes_images_but_evaluation_does_not(tiny_tree)
     assert torch.allclose(evaluated, image.float() / 255, atol=1e-6)
 
 
+def test_random_crops_train_on_smaller_faces_and_evaluation_keeps_the_whole_face(tiny_tree):
+    from fer.data.datamodule import Augmentation
+
+    dm = FERDataModule(str(tiny_tree), num_workers=0, augment=Augmentation(crop=40))
+    dm.setup("fit")
+    image = dm.tables["train"].images[0].unsqueeze(0)
+    assert dm.train_transform()(image).shape[-2:] == (40, 40)
+    assert dm.eval_transform()(image).shape[-2:] == (48, 48)
+    with pytest.raises(ValueError, match=r"data.augment.crop.*below data.image_size \(48\), got 48"):
+        FERDataModule(str(tiny_tree), augment=Augmentation(crop=48))
+
+
 # -- bad data: a clear error naming the file, before training ---------------------------------------------------
 
 

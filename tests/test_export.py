@@ -78,18 +78,19 @@ def test_export_can_override_the_checkpoints_mirror_image_averaging(checkpoint, 
     assert np.abs(probs - overridden).max() <= 1e-4 < np.abs(probs - as_trained).max()
 
 
-def test_shifted_test_time_views_export_to_onnx(checkpoint, faces, tmp_path):
+@pytest.mark.parametrize("views", [{"tta_shift": 2}, {"tta_crop": 40}])
+def test_shifted_and_cropped_test_time_views_export_to_onnx(checkpoint, faces, tmp_path, views):
     from fer.export import export_onnx
 
     module = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
-    module.hparams.tta_shift = 2
+    module.hparams.update(views)
     path = export_onnx(module, tmp_path / "m.onnx")
     probs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": faces})[0]
     with torch.inference_mode():
-        shifted = module.probabilities(torch.from_numpy(faces)).numpy()
-        module.hparams.tta_shift = 0
-        unshifted = module.probabilities(torch.from_numpy(faces)).numpy()
-    assert np.abs(probs - shifted).max() <= 1e-4 < np.abs(probs - unshifted).max()
+        with_views = module.probabilities(torch.from_numpy(faces)).numpy()
+        module.hparams.update(dict.fromkeys(views, 0))
+        without = module.probabilities(torch.from_numpy(faces)).numpy()
+    assert np.abs(probs - with_views).max() <= 1e-4 < np.abs(probs - without).max()
 
 
 def test_torchscript_matches_pytorch(checkpoint, faces, tmp_path):

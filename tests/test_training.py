@@ -159,6 +159,23 @@ def test_shifted_test_time_views_move_the_face_and_are_averaged():
         assert torch.allclose(model(faces), expected, atol=1e-5)
 
 
+def test_crop_test_time_views_are_the_centre_and_corners_and_are_averaged():
+    from fer.training.module import tta_views
+
+    x = torch.rand(2, 1, 48, 48)
+    views = tta_views(x, flip=False, shift=0, crop=40)
+    assert len(views) == 5 and all(v.shape[-2:] == (40, 40) for v in views)
+    crops = {(y, x0) for y in (0, 4, 8) for x0 in (0, 4, 8) if (y == 4) == (x0 == 4)}  # corners and centre
+    assert all(any(torch.equal(v, x[..., y:y + 40, x0:x0 + 40]) for v in views) for y, x0 in crops)
+    model = EmotionClassifier(backbone="vgg_half", tta_flip=True, tta_crop=40).eval()
+    with torch.no_grad():
+        expected = torch.stack([model.net(v) for v in tta_views(x, flip=True, shift=0, crop=40)]).mean(0)
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    for bad in ({"tta_crop": 48}, {"tta_crop": 40, "tta_shift": 3}):
+        with pytest.raises(ConfigError, match="model.tta_crop"):
+            EmotionClassifier(backbone="vgg_half", **bad)
+
+
 class _MixSpy(L.Callback):
     def __init__(self) -> None:
         self.targets = []
