@@ -118,7 +118,8 @@ class EmotionClassifier(L.LightningModule):
         tta_shift: in evaluation and prediction, also average in the face moved this many pixels up, down, left
             and right (with ``tta_flip``: 10 views a face, 5× the work of ``tta_flip`` alone).
         tta_crop: in evaluation and prediction, average the centre and four corner crops of this side instead of
-            the whole face (with ``tta_flip``: ten crops); for networks trained on crops (``data.augment.crop``).
+            the whole face (with ``tta_flip``: ten crops); for networks trained on crops (``data.augment.crop``)
+            that take any input side (``vgg``, timm backbones; not the seed's CNN).
         mixup_alpha: mixup (Zhang et al. 2018) of training batches with Beta(α, α) weights; 0: off.
         cutmix_alpha: CutMix (Yun et al. 2019) of training batches with Beta(α, α) areas; 0: off. With both on,
             each mixed batch uses one of the two, picked at random.
