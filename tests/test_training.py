@@ -174,6 +174,8 @@ def test_crop_test_time_views_are_the_centre_and_corners_and_are_averaged():
     for bad in ({"tta_crop": 48}, {"tta_crop": 40, "tta_shift": 3}):
         with pytest.raises(ConfigError, match="model.tta_crop"):
             EmotionClassifier(backbone="vgg_half", **bad)
+    with pytest.raises(ConfigError, match="model.tta_crop: backbone 'baseline' does not take 40-px crops"):
+        EmotionClassifier(backbone="baseline", tta_crop=40)  # its dense head expects the 48-px feature map
 
 
 class _MixSpy(L.Callback):

@@ -55,6 +55,19 @@ def tta_views(x: torch.Tensor, flip: bool, shift: int, crop: int = 0) -> list[to
     return views + [v.flip(-1) for v in views] if flip else views
 
 
+def _check_takes_side(net: torch.nn.Module, backbone: str, in_chans: int, side: int) -> None:
+    """Fail when the model is built, not at the first validation, if ``net`` takes only one input side."""
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, in_chans, side, side))
+    except RuntimeError as err:
+        raise ConfigError(f"model.tta_crop: backbone {backbone!r} does not take {side}-px crops ({err}); "
+                          f"use one that takes any input size, e.g. vgg or a timm model") from err
+    finally:
+        net.train(was_training)
+
+
 def net_logits(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, tta_shift: int = 0,
                tta_crop: int = 0) -> torch.Tensor:
     """The mean logits of the test-time views of ``x`` (``tta_views``); ``net(x)`` when there is only one."""
@@ -169,6 +182,8 @@ class EmotionClassifier(L.LightningModule):
             backbone, in_chans=in_chans, num_classes=len(self.emotions), drop_rate=drop_rate,
             image_size=image_size, **(backbone_kwargs or {}),
         )
+        if tta_crop:
+            _check_takes_side(self.net, backbone, in_chans, tta_crop)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.metrics = torch.nn.ModuleDict(
