@@ -106,8 +106,11 @@ def test_every_later_stage_trains_on_from_an_earlier_stages_checkpoint(stage, tm
     first = main(["fit", "--config", str(base), *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
                   "--trainer.limit_val_batches", "2"])
     earlier = first.trainer.checkpoint_callback.best_model_path  # loaded by the second stage's setup: must fit
-    # A stage starts from the earlier model's weights, or learns from its probabilities (data.teacher).
-    option = "data.teacher" if "teacher" in yaml.safe_load(stage.read_text()).get("data", {}) else "model.init_from"
+    # A stage starts from the earlier model's weights, or learns from its probabilities (data.teacher): a stage
+    # with teachers of its own, or with another network, whose layers the earlier weights do not fit.
+    layer = yaml.safe_load(stage.read_text())
+    afresh = "teacher" in layer.get("data", {}) or {"backbone", "backbone_kwargs"} & layer.get("model", {}).keys()
+    option = "data.teacher" if afresh else "model.init_from"
     second = main(["fit", "--config", str(base), "--config", str(stage), *common, "--trainer.fast_dev_run", "true",
                    f"--{option}", earlier])
     group, key = option.split(".")
