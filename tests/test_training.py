@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from fer.data import FERDataModule
+from fer.data import Augmentation, FERDataModule
 from fer.errors import ConfigError
 from fer.training import EmotionClassifier
 
@@ -176,6 +176,21 @@ def test_crop_test_time_views_are_the_centre_and_corners_and_are_averaged():
             EmotionClassifier(backbone="vgg_half", **bad)
     with pytest.raises(ConfigError, match="model.tta_crop: backbone 'baseline' does not take 40-px crops"):
         EmotionClassifier(backbone="baseline", tta_crop=40)  # its dense head expects the 48-px feature map
+
+
+def test_training_on_crops_refuses_the_seeds_cnn_before_the_first_step(tiny_tree, tmp_path):
+    def trainer() -> L.Trainer:
+        return L.Trainer(max_steps=1, limit_val_batches=0, logger=False, accelerator="cpu", enable_progress_bar=False,
+                         enable_checkpointing=False, default_root_dir=tmp_path)
+
+    data = FERDataModule(str(tiny_tree), batch_size=8, num_workers=0, augment=Augmentation(crop=40))
+    refused = trainer()
+    with pytest.raises(ConfigError, match="data.augment.crop: backbone 'baseline' does not take 40-px crops"):
+        refused.fit(EmotionClassifier(backbone="baseline"), data)
+    assert refused.global_step == 0
+    vgg = trainer()
+    vgg.fit(EmotionClassifier(backbone="vgg_half"), data)  # takes any side
+    assert vgg.global_step == 1
 
 
 class _MixSpy(L.Callback):

@@ -55,14 +55,15 @@ def tta_views(x: torch.Tensor, flip: bool, shift: int, crop: int = 0) -> list[to
     return views + [v.flip(-1) for v in views] if flip else views
 
 
-def _check_takes_side(net: torch.nn.Module, backbone: str, in_chans: int, side: int) -> None:
-    """Fail when the model is built, not at the first validation, if ``net`` takes only one input side."""
+def _check_takes_side(net: torch.nn.Module, backbone: str, in_chans: int, side: int, option: str) -> None:
+    """Fail before the first step, naming ``option``, if ``net`` does not take ``side``-px faces (the seed's CNN
+    takes only one input side)."""
     was_training = net.training
     try:
         with torch.no_grad():
             net.eval()(torch.zeros(1, in_chans, side, side))
     except RuntimeError as err:
-        raise ConfigError(f"model.tta_crop: backbone {backbone!r} does not take {side}-px crops ({err}); "
+        raise ConfigError(f"{option}: backbone {backbone!r} does not take {side}-px crops ({err}); "
                           f"use one that takes any input size, e.g. vgg or a timm model") from err
     finally:
         net.train(was_training)
@@ -183,7 +184,7 @@ class EmotionClassifier(L.LightningModule):
             image_size=image_size, **(backbone_kwargs or {}),
         )
         if tta_crop:
-            _check_takes_side(self.net, backbone, in_chans, tta_crop)
+            _check_takes_side(self.net, backbone, in_chans, tta_crop, "model.tta_crop")
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.metrics = torch.nn.ModuleDict(
@@ -262,6 +263,10 @@ class EmotionClassifier(L.LightningModule):
         # A resumed run's own weights are restored after this.
         if stage == "fit" and self.hparams.init_from:
             self.load_network_weights(self.hparams.init_from)
+        # The data module does not know the network: the two meet only here.
+        crop = getattr(getattr(self.trainer.datamodule, "augment", None), "crop", None)
+        if stage == "fit" and crop:
+            _check_takes_side(self.net, self.hparams.backbone, self.hparams.in_chans, crop, "data.augment.crop")
 
     def load_network_weights(self, path: str | Path) -> None:
         """Copy the network weights of checkpoint ``path`` (same architecture and emotions) into this model."""
