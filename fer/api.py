@@ -121,14 +121,15 @@ class EmotionRecognizer:
         return fig
 
     # -- persistence -----------------------------------------------------------------------------------------
-    def save(self, path: str) -> None:
-        """A Lightning-compatible checkpoint: weights plus hyper-parameters (the emotion order included)."""
+    def save(self, path: str, half: bool = False) -> None:
+        """A Lightning-compatible checkpoint: weights plus hyper-parameters (the emotion order included).
+        ``half``: store the floating-point weights in fp16, half the file; loading turns them back into fp32."""
         hparams = {k: v for k, v in self.module.hparams.items() if k not in ("optimizer", "scheduler")}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial_file = path.with_name(path.name + ".partial")  # renamed when whole: a crash never leaves half a file
-        checkpoint = {"state_dict": self.module.state_dict(), "hyper_parameters": hparams,
-                      "pytorch-lightning_version": L.__version__}
+        state = {k: v.half() if half and v.is_floating_point() else v for k, v in self.module.state_dict().items()}
+        checkpoint = {"state_dict": state, "hyper_parameters": hparams, "pytorch-lightning_version": L.__version__}
         self.module.on_save_checkpoint(checkpoint)  # what the module adds to every checkpoint (its temperature)
         torch.save(checkpoint, partial_file)
         partial_file.replace(path)

@@ -1,8 +1,8 @@
 """``python -m fer export --ckpt … --format onnx|torchscript|checkpoint [--quantize int8 --calibration_data …]
-[--tta_flip false]``: a model for deployment.
+[--tta_flip false] [--half]``: a model for deployment.
 
 ``checkpoint`` writes a slim checkpoint (weights, hyper-parameters, temperature; no optimiser state), the form
-in which the default model ships inside the package (``fer/weights/``).
+in which the default model ships inside the package (``fer/weights/``); ``--half`` stores its weights in fp16.
 
 The exported graph takes (N, 1, S, S) float32 faces scaled to [0, 1] and returns per-emotion probabilities;
 input normalisation and softmax are inside it. The emotion order and input size travel with the file (ONNX
@@ -136,6 +136,8 @@ def export_command(argv: Sequence[str]) -> Path:
                         "activation ranges (a data_dir: folder tree, fer2013.csv or 'synthetic')")
     parser.add_argument("--tta_flip", choices=["true", "false"],
                         help="average each face with its mirror image (default: as the checkpoint was trained)")
+    parser.add_argument("--half", action="store_true",
+                        help="checkpoint only: store the weights in fp16 (half the file; loaded back as fp32)")
     parser.add_argument("--output", type=Path, help="file to write (default: next to the checkpoint)")
     args = parser.parse_args(argv)
     if args.quantize and args.format != "onnx":
@@ -143,6 +145,8 @@ def export_command(argv: Sequence[str]) -> Path:
     if args.quantize and not args.calibration_data:
         parser.error("--quantize int8 needs --calibration_data (e.g. data/fer2013): int8 activation ranges are "
                      "calibrated on a few hundred training faces")
+    if args.half and args.format != "checkpoint":
+        parser.error("--half works with --format checkpoint (for a smaller ONNX model use --quantize int8)")
     if args.tta_flip and args.format == "checkpoint":
         parser.error("--tta_flip works with --format onnx or torchscript")
     tta_flip = None if args.tta_flip is None else args.tta_flip == "true"
@@ -151,7 +155,7 @@ def export_command(argv: Sequence[str]) -> Path:
     if args.format == "checkpoint":
         from fer.api import EmotionRecognizer
 
-        EmotionRecognizer.load(args.ckpt).save(str(output))
+        EmotionRecognizer.load(args.ckpt).save(str(output), half=args.half)
         print(f"Wrote {output}")
         return output
     module = EmotionClassifier.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)

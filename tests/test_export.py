@@ -103,6 +103,25 @@ def test_torchscript_matches_pytorch(checkpoint, faces, tmp_path):
     assert np.abs(probs - reference(checkpoint, faces)).max() <= 1e-5
 
 
+def test_slim_checkpoint_keeps_the_model_and_half_stores_it_in_half_the_bytes(checkpoint, faces, tmp_path):
+    slim = main(["export", "--ckpt", str(checkpoint), "--format", "checkpoint", "--output", str(tmp_path / "m.ckpt")])
+    half = main(["export", "--ckpt", str(checkpoint), "--format", "checkpoint", "--half",
+                 "--output", str(tmp_path / "m16.ckpt")])
+    assert "optimizer_states" not in torch.load(slim, weights_only=False)
+    stored = torch.load(half, weights_only=False)["state_dict"]
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * slim.stat().st_size
+    expected = reference(checkpoint, faces)
+    assert np.abs(reference(slim, faces) - expected).max() == 0
+    loaded = EmotionClassifier.load_from_checkpoint(half, map_location="cpu", weights_only=False)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    from_half = reference(half, faces)
+    assert np.abs(from_half - expected).max() <= 1e-2
+    assert (from_half.argmax(1) == expected.argmax(1)).mean() >= 0.98
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--half"])
+
+
 def test_recognizer_runs_on_onnx_like_on_the_checkpoint(checkpoint, tiny_tree):
     onnx_path = main(["export", "--ckpt", str(checkpoint)])
     on_torch, on_onnx = EmotionRecognizer.load(str(checkpoint)), EmotionRecognizer.load(str(onnx_path))
