@@ -41,9 +41,9 @@ def test_shipped_model_scores_what_its_model_card_says(tmp_path):
     from fer import EmotionRecognizer
 
     result = EmotionRecognizer.load().evaluate(str(Path(FER2013_DIR) / "validation"), out_dir=str(tmp_path))
-    # MODEL_CARD.md: 71.66% / 0.700; a few faces of slack for another CPU's fp32 rounding
-    assert result["accuracy"] == pytest.approx(0.7166, abs=0.002)
-    assert result["macro_f1"] == pytest.approx(0.700, abs=0.003)
+    # MODEL_CARD.md: 71.36% / 0.699; a few faces of slack for another CPU's fp32 rounding
+    assert result["accuracy"] == pytest.approx(0.7136, abs=0.002)
+    assert result["macro_f1"] == pytest.approx(0.699, abs=0.003)
 
 
 def test_shipped_model_in_int8_scores_the_same_on_openvino(tmp_path, needs_openvino):
@@ -59,7 +59,7 @@ def test_shipped_model_in_int8_scores_the_same_on_openvino(tmp_path, needs_openv
     faces = (dm.tables["validation"].images[:, None].float() / 255).numpy()
     labels = dm.tables["validation"].labels.numpy()
     own, ov = (c(faces).argmax(1) for c in (OnnxClassifier(quantized), openvino))
-    # README "Inference": 69.94% (own kernels) and 69.91% (OpenVINO) without the mirror. Exported from the
-    # channels-last network as it was, OpenVINO scored 62.9%.
+    # MODEL_CARD.md: 71.33% (own kernels) and 71.22% (OpenVINO) without the mirror. Exported from the
+    # channels-last network as it was, OpenVINO scored 62.9% (stage 3, README "Inference").
     assert abs((own == labels).mean() - (ov == labels).mean()) < 0.005
-    assert (own == labels).mean() > 0.69
+    assert (own == labels).mean() > 0.705
