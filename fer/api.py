@@ -20,7 +20,7 @@ from fer.data.reading import image_to_array
 from fer.emotions import EMOTIONS
 from fer.faces import Box, FaceDetector, HaarFaceDetector, crop, load_gray
 from fer.reports import write_confusion
-from fer.training import EmotionClassifier
+from fer.training import EmotionClassifier, Trainer
 
 ImageLike = str | Path | Image.Image | np.ndarray
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "fer2013_vgg.ckpt"
@@ -60,16 +60,17 @@ class EmotionRecognizer:
     def train(self, train_path: str, validation_path: str | None = None, epochs: int = 70, batch_size: int = 128,
               lr: float = 1e-3, patience: int = 10, log_dir: str = "runs", **trainer_kwargs) -> EmotionRecognizer:
         """Train on ``train_path/<emotion>/*`` (validation: ``validation_path``, else a stratified split),
-        with early stopping on validation accuracy; the best weights are kept."""
+        with early stopping on validation accuracy; the best weights are kept. ``trainer_kwargs`` go to the
+        Lightning ``Trainer``; its ``precision`` is ``auto`` unless given (``fer.hardware``)."""
         splits = {"train": train_path, **({"validation": validation_path} if validation_path else {})}
         dm = self._datamodule(batch_size, data_dir=None, split_dirs=splits)
         self.module.optimizer_factory = partial(torch.optim.Adam, lr=lr)
         checkpoint = ModelCheckpoint(monitor="val/acc", mode="max")
-        trainer = L.Trainer(
+        trainer = Trainer(
             max_epochs=epochs, logger=TensorBoardLogger(log_dir, name="recognizer", default_hp_metric=False),
             callbacks=[checkpoint, ModelCheckpoint(filename="last"),
                        EarlyStopping(monitor="val/acc", mode="max", patience=patience)],
-            **{"precision": "bf16-mixed", **trainer_kwargs},
+            **trainer_kwargs,
         )
         trainer.fit(self.module, dm)
         self.log_dir = Path(trainer.log_dir)

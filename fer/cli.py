@@ -28,7 +28,7 @@ from fer.malloc import keep_freed_memory
 from fer.runs import check_checkpoint, check_writable, latest_run
 from fer.serve import serve_command
 from fer.stream import stream_command
-from fer.training import EmotionClassifier, RNGStates
+from fer.training import EmotionClassifier, RNGStates, Trainer
 
 
 class FERArgumentParser(LightningArgumentParser):
@@ -52,14 +52,16 @@ class FERArgumentParser(LightningArgumentParser):
             elif siblings and "." in bad:
                 hints.append(f"{bad.rsplit('.', 1)[0]} accepts: {', '.join(siblings)}.")
         command = parser.prog.replace(" [options]", "").replace("__main__.py", "python -m fer")
-        sys.stderr.write(f"fer: config error: {message.strip().rstrip('.')}." + (" " + " ".join(hints) if hints else "")
+        sys.stderr.write(f"fer: config error: {' '.join(message.split()).rstrip('.')}." + (" " + " ".join(hints) if hints else "")
                          + f" All options: {command} --help\n")
         self.exit(2)
 
 
 class FERCLI(LightningCLI):
+    """LightningCLI with the project's parser, links and ``Trainer`` (``precision: auto`` by default)."""
+
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, parser_class=FERArgumentParser, **kwargs)
+        super().__init__(*args, parser_class=FERArgumentParser, trainer_class=Trainer, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         # One source of truth each: the data decides the classes, the model its input size.

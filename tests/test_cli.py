@@ -21,7 +21,9 @@ def test_fit_writes_checkpoints_config_and_tensorboard(fitted):
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in ckpts and any(name.startswith("epoch") for name in ckpts)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["backbone"] == "baseline" and config["trainer"]["max_epochs"] == 5
+    epochs = yaml.safe_load(Path("configs/quickstart.yaml").read_text())["trainer"]["max_epochs"]
+    assert config["model"]["backbone"] == "baseline" and config["trainer"]["max_epochs"] == epochs
+    assert config["trainer"]["precision"] == "auto"  # the run's record says what was asked for
 
     events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
@@ -30,7 +32,7 @@ def test_fit_writes_checkpoints_config_and_tensorboard(fitted):
     assert expected <= scalars
     assert {f"val/recall/{e}" for e in EMOTIONS} <= scalars
     assert "val/confusion_matrix" in events.Tags()["images"]
-    assert len(events.Images("val/confusion_matrix")) == 5  # one per validation epoch, none for the sanity check
+    assert len(events.Images("val/confusion_matrix")) == epochs  # one per validation epoch, none for the sanity check
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 

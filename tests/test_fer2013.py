@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from fer.data import FERDataModule
-from fer.training import EmotionClassifier
+from fer.training import EmotionClassifier, Trainer
 
 FER2013_DIR = os.environ.get("FER2013_DIR")
-pytestmark = pytest.mark.skipif(not FER2013_DIR, reason="set FER2013_DIR to the FER2013 tree to run")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not FER2013_DIR, reason="set FER2013_DIR to the FER2013 tree to run")]
 
 
 def test_real_data_layout_and_counts():
@@ -27,8 +28,8 @@ def test_one_short_epoch_beats_the_majority_class(tmp_path):
     L.seed_everything(0)
     dm = FERDataModule(FER2013_DIR, batch_size=64, num_workers=0)
     model = EmotionClassifier(drop_rate=0.1, normalize=(0.5, 0.25), optimizer=partial(torch.optim.Adam, lr=5e-4))
-    trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=150, precision="bf16-mixed", logger=False,
+    trainer = Trainer(  # precision: auto
+        max_epochs=1, limit_train_batches=150, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
     )
     trainer.fit(model, dm)

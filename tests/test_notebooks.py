@@ -1,8 +1,11 @@
 from pathlib import Path
 
+import pytest
+
 from notebooks import run_notebook
 
 
+@pytest.mark.slow
 def test_dataset_notebook_runs_on_synthetic_data(tiny_tree, monkeypatch):
     monkeypatch.setenv("FER_DATA", str(tiny_tree))
     book = run_notebook(Path("notebooks/explore_dataset.ipynb"))

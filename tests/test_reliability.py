@@ -17,9 +17,12 @@ from fer.runs import checkpoint_problem
 
 
 def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """The quickstart config on the tiny tree with a BatchNorm VGG: a few seconds an epoch."""
+    """The quickstart config on the tiny tree with a BatchNorm VGG: a few seconds an epoch. Its schedule does
+    not depend on the run's length, so a run stopped after 2 epochs and resumed to 4 can match one of 4."""
     return ["--config", "configs/quickstart.yaml", "--data.data_dir", str(data), "--data.num_workers", "0",
             "--data.batch_size", "32", "--model.backbone", "vgg_half", "--trainer.max_epochs", "4",
+            "--model.scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR", "--model.scheduler.init_args.T_max",
+            "4", "--model.scheduler_interval", "epoch",
             "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
             *extra]
 
@@ -69,6 +72,7 @@ def _saved_epoch(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=False)["epoch"] if path.exists() else -1
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_from_last_and_matches_an_uninterrupted_one(uninterrupted, tiny_tree, tmp_path):
     command = [sys.executable, "-m", "fer", "fit", *tiny_args(tiny_tree, tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,6 +96,7 @@ def test_a_run_killed_mid_epoch_resumes_from_last_and_matches_an_uninterrupted_o
     assert abs(final - uninterrupted.callback_metrics["val/acc"].item()) <= 0.1  # same seed: within noise
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_random_stream_and_ends_where_the_uninterrupted_one_does(uninterrupted, tiny_tree,
                                                                                            tmp_path):
     import torch
@@ -136,6 +141,7 @@ def test_a_full_disk_stops_the_run_with_a_clear_message_and_keeps_the_last_check
     assert checkpoint_problem(tmp_path / "quickstart" / "version_0" / "checkpoints" / "last.ckpt") is None
 
 
+@pytest.mark.slow
 def test_two_processes_train_with_ddp_and_agree(tiny_tree, tmp_path):
     args = tiny_args(tiny_tree, tmp_path, "--trainer.max_epochs", "2")
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]

@@ -89,6 +89,8 @@ class FERDataModule(L.LightningDataModule):
         cache: persist decoded images between runs.
         skip_bad_files: warn about and skip unreadable images instead of stopping.
         synthetic_samples_per_class: training faces per emotion when ``data_dir`` is ``synthetic``.
+        synthetic_difficulty: how far the synthetic faces vary around each emotion's face (pose, lighting, noise
+            and the features themselves): 1 as drawn for the tests, below 1 easier.
         predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
         split_dirs: folders of individual splits (``train``, ``validation``, ``test``) that live outside
             ``data_dir``, e.g. ``{test: /data/other/test}``.
@@ -117,6 +119,7 @@ class FERDataModule(L.LightningDataModule):
         cache: bool = True,
         skip_bad_files: bool = False,
         synthetic_samples_per_class: int = 300,
+        synthetic_difficulty: float = 1.0,
         predict_path: str | None = None,
         split_dirs: dict[str, str] | None = None,
         teacher: str | list[str] | None = None,
@@ -145,7 +148,8 @@ class FERDataModule(L.LightningDataModule):
     # -- locating and loading ----------------------------------------------------------------------------
     def _root(self) -> Path:
         if self.hparams.data_dir == SYNTHETIC:
-            return make_synthetic_dataset(samples_per_class=self.hparams.synthetic_samples_per_class)
+            return make_synthetic_dataset(samples_per_class=self.hparams.synthetic_samples_per_class,
+                                          difficulty=self.hparams.synthetic_difficulty)
         root = Path(self.hparams.data_dir).expanduser()
         if not root.exists():
             raise FERDataError(f"data_dir {root}: not found. Expected layout:\n{EXPECTED_LAYOUT}")

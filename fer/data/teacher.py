@@ -9,6 +9,7 @@ import torch
 from rich.progress import track
 
 from fer.data.reading import FERDataError
+from fer.hardware import cpu_autocast
 from fer.runs import check_checkpoint
 
 
@@ -38,10 +39,9 @@ def teacher_probabilities(checkpoint: str | Path, images: torch.Tensor, emotions
     """The calibrated probabilities (N, len(emotions)) that the model in ``checkpoint`` gives the (N, H, W)
     uint8 ``images``, with its own test-time views."""
     model = load_teacher(checkpoint, emotions)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16)  # AMX/AVX-512 bf16 where the CPU has it
     batches = range(0, len(images), batch_size)
     out = []
     for i in track(batches, description=f"Teacher {Path(checkpoint).name}", transient=True):
-        with autocast:
+        with cpu_autocast():
             out.append(model.probabilities(teacher_input(model, images[i:i + batch_size].unsqueeze(1).float() / 255)))
     return torch.cat(out)

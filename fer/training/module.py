@@ -289,6 +289,11 @@ class EmotionClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.temperature = checkpoint.get("temperature", 1.0)
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            # Resumed with another budget (more epochs): a one-cycle schedule stretches to the run's new length.
+            for state in checkpoint.get("lr_schedulers", []):
+                if "total_steps" in state:
+                    state["total_steps"] = int(self.trainer.estimated_stepping_batches)
         if "val_acc_best" in checkpoint:
             self.val_acc_best.reset()
             self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"]))
@@ -304,8 +309,10 @@ class EmotionClassifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.logger is not None:
-            # Declares the metrics the TensorBoard hparams tab shows next to each run's settings.
-            self.logger.log_hyperparams(self.hparams, {"hp/val_acc_best": 0.0, "hp/val_f1": 0.0})
+            # Declares the metrics the TensorBoard hparams tab shows next to each run's settings, and the precision
+            # the run trained in (the config may say only ``auto``).
+            self.logger.log_hyperparams({**self.hparams, "precision": self.trainer.precision},
+                                        {"hp/val_acc_best": 0.0, "hp/val_f1": 0.0})
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_backbone_epochs:
