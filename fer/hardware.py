@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 # Lightning's precision names, plus ``auto``: what ``trainer.precision`` accepts.
-Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
-                    "transformer-engine-float16", "32", "16", "bf16", "64"] | Literal[32, 16, 64]
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+                    "transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64"] | Literal[32, 16, 64]
 BF16_EMULATED_SLOWDOWN = "10-20x"  # bf16-mixed against 32-true, a training step on AVX2-only CPUs (docs/performance.md)
 
 
@@ -67,7 +67,8 @@ def resolve_precision(precision: str | int | None, accelerator: str = "auto") ->
         return chosen
     if str(precision).startswith("bf16") and not _uses_cuda(accelerator) and not cpu_has_native_bf16():
         rank_zero_warn(f"precision {precision}: this CPU ({cpu_capability()}) has no native bf16, so it is emulated "
-                       f"and trains about {BF16_EMULATED_SLOWDOWN} slower than 32-true; precision: auto chooses for you")
+                       f"and trains about {BF16_EMULATED_SLOWDOWN} slower than 32-true; precision: auto chooses "
+                       "for you")
     return precision
 
 

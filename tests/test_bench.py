@@ -1,10 +1,13 @@
 import json
 import time
 
+import pytest
+
 from fer.bench import interleaved_latency_ms
 from fer.cli import main
 
 
+@pytest.mark.slow
 def test_bench_train_prints_throughput_of_lightning_and_plain_loops(capsys):
     main(["bench", "train", "--config", "configs/quickstart.yaml", "--batches", "2", "--warmup", "1",
           "--precision", "32-true", "--channels_last", "true"])
@@ -38,6 +41,7 @@ def test_interleaved_latency_takes_turns_and_shows_a_slow_round():
     assert rows["a"]["p50_ms"] < slow <= rows["a"]["p99_ms"]
 
 
+@pytest.mark.slow
 def test_bench_detect_reports_recall(tiny_tree, capsys):
     main(["bench", "detect", "--split_dir", str(tiny_tree / "validation"), "--samples", "5"])
     out = capsys.readouterr().out
@@ -45,6 +49,7 @@ def test_bench_detect_reports_recall(tiny_tree, capsys):
     assert result["samples"] == 5 and 0 <= result["recall"] <= 1 and result["ms_per_640x480_image"] > 0
 
 
+@pytest.mark.slow
 def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, tiny_tree, tmp_path, capsys):
     ckpt = tmp_path / "m.ckpt"
     trained[0].save(str(ckpt))
@@ -69,6 +74,7 @@ def test_bench_infer_reports_latency_of_each_runtime_and_pipeline_fps(trained, t
     assert abs(estimate["fp32_ms_at_matmul_rate"] - expected) < 0.01
 
 
+@pytest.mark.slow
 def test_bench_serve_holds_a_short_load_without_errors(trained, tmp_path, capsys):
     ckpt = tmp_path / "m.ckpt"
     trained[0].save(str(ckpt))
