@@ -194,11 +194,11 @@ def bench_train(argv: Sequence[str]) -> dict:
     dm.setup("fit")
     init = cli.model
     gmacs = forward_gmacs(init.net, init.hparams.image_size, init.hparams.in_chans)
-    precisions = [str(resolve_precision(p)) for p in args.precision or
-                  ["32-true"] + (["bf16-mixed"] if cpu_has_native_bf16() else [])]
+    native_bf16 = cpu_has_native_bf16()
+    precisions = [str(resolve_precision(p)) for p in args.precision or ["32-true"] + ["bf16-mixed"] * native_bf16]
     # Only the precisions asked for, and no emulated bf16 (its matrix multiply takes minutes): no ceiling there.
     rates = {p: matmul_gflops(torch.bfloat16 if p.startswith("bf16") else torch.float32) for p in precisions
-             if not p.startswith("bf16") or cpu_has_native_bf16()}
+             if native_bf16 or not p.startswith("bf16")}
     results = {"config": args.config, "batch_size": dm.hparams.batch_size, "threads": torch.get_num_threads(),
                "forward_gmacs_per_image": gmacs, "matmul_gflops": rates,
                # a training step ≈ 3 forward passes (forward, input gradients, weight gradients); 2 FLOPs per MAC

@@ -52,7 +52,8 @@ class FERArgumentParser(LightningArgumentParser):
             elif siblings and "." in bad:
                 hints.append(f"{bad.rsplit('.', 1)[0]} accepts: {', '.join(siblings)}.")
         command = parser.prog.replace(" [options]", "").replace("__main__.py", "python -m fer")
-        sys.stderr.write(f"fer: config error: {' '.join(message.split()).rstrip('.')}." + (" " + " ".join(hints) if hints else "")
+        message = " ".join(message.split()).rstrip(".")  # jsonargparse's message, on one line
+        sys.stderr.write(f"fer: config error: {message}." + (" " + " ".join(hints) if hints else "")
                          + f" All options: {command} --help\n")
         self.exit(2)
 

@@ -289,11 +289,10 @@ class EmotionClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.temperature = checkpoint.get("temperature", 1.0)
-        if self._trainer is not None and self.trainer.state.fn == "fit":
-            # Resumed with another budget (more epochs): a one-cycle schedule stretches to the run's new length.
+        if self._trainer is not None and self.trainer.state.fn == "fit" and self._schedule_takes_run_length():
+            # Resumed with another budget (more epochs): the schedule stretches to the run's new length.
             for state in checkpoint.get("lr_schedulers", []):
-                if "total_steps" in state:
-                    state["total_steps"] = int(self.trainer.estimated_stepping_batches)
+                state["total_steps"] = int(self.trainer.estimated_stepping_batches)
         if "val_acc_best" in checkpoint:
             self.val_acc_best.reset()
             self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"]))
@@ -368,6 +367,11 @@ class EmotionClassifier(L.LightningModule):
         }
         (Path(log_dir) / "test_metrics.json").write_text(json.dumps(summary, indent=2))
 
+    def _schedule_takes_run_length(self) -> bool:
+        """OneCycleLR-style schedules left without ``total_steps`` get the run's length from the trainer, so
+        configs hold no step counts."""
+        return getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None
+
     def configure_optimizers(self):
         body, head = self._body_and_head()
         scale = self.hparams.backbone_lr_scale
@@ -379,8 +383,7 @@ class EmotionClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         kwargs = {}
-        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
-            # OneCycleLR-style schedules need the run's length: derived here, so configs hold no step counts.
+        if self._schedule_takes_run_length():
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {
