@@ -66,8 +66,9 @@ class HaarFaceDetector:
 
     def __call__(self, gray: np.ndarray) -> list[Box]:
         scale = min(1.0, self.max_side / max(gray.shape)) if self.max_side else 1.0
-        if scale < 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if scale < 1.0:  # at least a pixel a side: a 21 × 26,913 upload would otherwise shrink to no rows at all
+            size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         found = self.cascade.detectMultiScale(
             cv2.equalizeHist(gray) if self.equalize else gray, scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors, minSize=(round(self.min_size * scale),) * 2,

@@ -81,6 +81,12 @@ def test_min_face_is_in_the_frames_pixels_when_the_search_is_downscaled():
     assert 130 < searched_at_half[0][0].w < 190  # and the box comes back in the frame's pixels
 
 
+def test_a_strip_too_thin_to_downscale_is_searched_and_has_no_face():
+    from fer.faces import HaarFaceDetector
+
+    assert HaarFaceDetector(max_side=640)(np.zeros((21, 26_913), np.uint8)) == []  # 21 px scale to 0.5: one row
+
+
 def test_stream_command_takes_the_face_search_options(trained, video, tmp_path, monkeypatch):
     import fer.stream
 
