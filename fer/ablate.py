@@ -5,7 +5,7 @@ the runs, each a list of extra config files and command-line overrides::
 
     name: backbones
     base: configs/baseline.yaml
-    data_dir: ../shared/data/fer2013
+    data_dir: data/fer2013
     seed: 42
     budget: {epochs: 5, minutes: 6}
     runs:

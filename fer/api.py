@@ -228,7 +228,7 @@ class OnnxClassifier:
 
     ``provider="openvino"`` runs it through the OpenVINO execution provider (``pip install -e ".[openvino]"`` in
     a clone), whose int8 convolutions use the AMX tile units of recent Intel Xeons: about twice as fast as ONNX
-    Runtime's own CPU kernels there (README, "Performance"). The default ``"cpu"`` is ONNX Runtime's own.
+    Runtime's own CPU kernels there (docs/performance.md). The default ``"cpu"`` is ONNX Runtime's own.
     """
 
     def __init__(self, path: str | Path, threads: int = 1, provider: str = "cpu") -> None:

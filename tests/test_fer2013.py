@@ -61,6 +61,6 @@ def test_shipped_model_in_int8_scores_the_same_on_openvino(tmp_path, needs_openv
     labels = dm.tables["validation"].labels.numpy()
     own, ov = (c(faces).argmax(1) for c in (OnnxClassifier(quantized), openvino))
     # MODEL_CARD.md: 71.33% (own kernels) and 71.22% (OpenVINO) without the mirror. Exported from the
-    # channels-last network as it was, OpenVINO scored 62.9% (stage 3, README "Inference").
+    # channels-last network as it was, OpenVINO scored 62.9% (stage 3, docs/performance.md).
     assert abs((own == labels).mean() - (ov == labels).mean()) < 0.005
     assert (own == labels).mean() > 0.705
