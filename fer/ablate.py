@@ -34,14 +34,13 @@ import yaml
 from fer.bench import StepTimer, forward_gmacs, inference_latency_ms
 from fer.data import FERDataError
 from fer.reports import write_confusion
+from fer.training.lightning_cli import lightning_cli
 
 COLUMNS = ["run", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s", "latency_ms",
            "epochs", "wall_min"]
 
 
 def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
-    from fer.cli import main  # the real CLI, in-process
-
     name = run["name"]
     run_dir = out / study["name"] / name
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -69,7 +68,7 @@ def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
         args += ["--ckpt_path", str(last)]
 
     start = time.perf_counter()
-    cli = main(args)
+    cli = lightning_cli(args)  # the real CLI's, in-process
     wall = time.perf_counter() - start
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     best = trainer.checkpoint_callback.best_model_path or None
@@ -118,10 +117,10 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         f"# Study `{study['name']}`",
         "",
         f"Command: `{command}`  ",
-        f"Budget per run: {budget.get('epochs', '–')} epochs, {budget.get('minutes', '–')} minutes wall clock "
-        f"(whichever ends first); seed {study.get('seed', 42)}; base config `{study['base']}`.  ",
-        "Accuracy and F1 are validation-split figures of each run's best checkpoint; latency is batch 1, fp32, "
-        "1 CPU thread; MACs are one forward pass at the input size.",
+        (f"Budget per run: {budget.get('epochs', '–')} epochs, {budget.get('minutes', '–')} minutes wall clock "
+         f"(whichever ends first); seed {study.get('seed', 42)}; base config `{study['base']}`.  "),
+        ("Accuracy and F1 are validation-split figures of each run's best checkpoint; latency is batch 1, fp32, "
+         "1 CPU thread; MACs are one forward pass at the input size."),
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

@@ -21,6 +21,7 @@ from fer.emotions import EMOTIONS
 from fer.faces import Box, FaceDetector, HaarFaceDetector, crop, load_gray
 from fer.reports import write_confusion
 from fer.training import EmotionClassifier, Trainer
+from fer.video import stream
 
 ImageLike = str | Path | Image.Image | np.ndarray
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "fer2013_vgg.ckpt"
@@ -36,7 +37,7 @@ class EmotionRecognizer:
         **model_kwargs: further ``EmotionClassifier`` arguments (``drop_rate``, ``image_size``, …).
     """
 
-    def __init__(self, backbone: str = "baseline", emotions: list[str] = list(EMOTIONS),
+    def __init__(self, backbone: str = "baseline", emotions: list[str] = list(EMOTIONS),  # noqa: B006 (never mutated)
                  detector: FaceDetector | None = None, **model_kwargs) -> None:
         self.module = EmotionClassifier(backbone=backbone, emotions=emotions, **model_kwargs)
         self.detector = detector or HaarFaceDetector()
@@ -81,13 +82,15 @@ class EmotionRecognizer:
 
     def evaluate(self, test_path: str, batch_size: int = 128, out_dir: str | None = None) -> dict:
         """Accuracy, macro-F1, per-class recall, confusion matrix and expected calibration error (15 bins)
-        without and with the model's temperature on ``test_path/<emotion>/*``; the confusion-matrix figure
-        and JSON go to ``out_dir`` (default: the training run's folder, else cwd)."""
+        without and with the model's temperature on ``test_path/<emotion>/*``. The confusion matrix's figure and
+        JSON (``evaluate_confusion_matrix.{png,json}``) go to ``out_dir``, or by default to the folder of the run
+        ``train`` made; a loaded model with no ``out_dir`` writes no file."""
         dm = self._datamodule(batch_size, data_dir=None, split_dirs={"test": test_path})
         trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
         (metrics,) = trainer.test(self.module, dm, verbose=False)
         confusion = self.module.last_test_confusion
-        write_confusion(confusion, self.emotions, Path(out_dir or self.log_dir or "."), "evaluate_confusion_matrix")
+        if out_dir or self.log_dir:
+            write_confusion(confusion, self.emotions, Path(out_dir or self.log_dir), "evaluate_confusion_matrix")
         return {
             "accuracy": metrics["test/acc"],
             "macro_f1": metrics["test/f1"],
@@ -146,7 +149,7 @@ class EmotionRecognizer:
             if not DEFAULT_MODEL.is_file():
                 raise FileNotFoundError(
                     f"No default model at {DEFAULT_MODEL}: train one (python -m fer fit --config "
-                    "configs/accurate.yaml) and pass its checkpoint, e.g. EmotionRecognizer.load('runs/accurate/"
+                    "configs/fast.yaml) and pass its checkpoint, e.g. EmotionRecognizer.load('runs/fast/"
                     "version_0/checkpoints/last.ckpt')"
                 )
             path = DEFAULT_MODEL
@@ -201,9 +204,7 @@ class EmotionRecognizer:
 
     def predict_realtime(self, source: int | str = 0, output: str | None = None, show: bool = True,
                          smoothing: int = 5, max_frames: int | None = None, detect_every: int = 1) -> dict:
-        """Annotate live video (webcam index, video file or stream URL): see ``fer.stream.stream``."""
-        from fer.stream import stream
-
+        """Annotate live video (webcam index, video file or stream URL): see ``fer.video.stream``."""
         return stream(self, source, output, show, smoothing, max_frames, detect_every)
 
     def predict(self, image: ImageLike) -> str:

@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fer.data import FERDataModule
 from fer.data.synthetic import render_face
 from fer.hardware import cpu_has_native_bf16, resolve_precision
+from fer.malloc import keep_freed_memory
 
 
 class StepTimer(L.Callback):
@@ -184,11 +185,12 @@ def bench_train(argv: Sequence[str]) -> dict:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from fer.cli import FERCLI  # the CLI builds model and data exactly as `fit` would
     from fer.training import EmotionClassifier
+    from fer.training.lightning_cli import lightning_cli  # model and data built exactly as `fit` builds them
 
     configs = [arg for config in args.config for arg in ("--config", config)]
-    cli = FERCLI(EmotionClassifier, FERDataModule, run=False, args=[*configs, "--data.data_dir", args.data_dir])
+    cli = lightning_cli([*configs, "--data.data_dir", args.data_dir], run=False)
+    keep_freed_memory()  # as `fit` does
     dm = cli.datamodule
     dm.prepare_data()
     dm.setup("fit")
@@ -207,15 +209,16 @@ def bench_train(argv: Sequence[str]) -> dict:
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}), flush=True)
     for channels_last in args.channels_last:
         for precision in precisions:
-            def model_factory() -> EmotionClassifier:
+            def model_factory(channels_last: bool = channels_last == "true") -> EmotionClassifier:
                 torch.manual_seed(0)
                 kwargs = {k: v for k, v in init.hparams.items() if not k.startswith("_")}
-                return type(init)(**{**kwargs, "channels_last": channels_last == "true",
+                return type(init)(**{**kwargs, "channels_last": channels_last,
                                      "optimizer": init.optimizer_factory, "scheduler": None})
             row = {"precision": precision, "channels_last": channels_last == "true"}
             row["lightning"] = _lightning(model_factory, dm, precision, args.batches, args.warmup)
             row["plain_pytorch"] = _plain(model_factory, dm, precision, args.batches, args.warmup)
-            row["lightning_vs_plain"] = round(row["lightning"]["images_per_s"] / row["plain_pytorch"]["images_per_s"], 3)
+            lightning, plain = row["lightning"]["images_per_s"], row["plain_pytorch"]["images_per_s"]
+            row["lightning_vs_plain"] = round(lightning / plain, 3)
             results["runs"].append(row)
             print(json.dumps(row), flush=True)
     return results
@@ -275,8 +278,9 @@ def bench_infer(argv: Sequence[str]) -> dict:
 
     from fer.api import EmotionRecognizer, OnnxClassifier
     from fer.export import Probabilities, calibration_faces, export_onnx
-    from fer.stream import add_detector_options, apply_detector_options, stream
+    from fer.stream import add_detector_options, apply_detector_options
     from fer.training.module import tta_views
+    from fer.video import stream
 
     parser = argparse.ArgumentParser(prog="fer bench infer", description=bench_infer.__doc__)
     parser.add_argument("--ckpt", help="checkpoint (default: the model shipped with fer)")
@@ -391,7 +395,8 @@ def bench_serve(argv: Sequence[str]) -> dict:
             while time.monotonic() < stop:
                 start = time.perf_counter()
                 try:
-                    response = http.post("predict?whole_image=true", files={"file": ("photo.jpg", body.getvalue(), "image/jpeg")})
+                    photo = {"file": ("photo.jpg", body.getvalue(), "image/jpeg")}
+                    response = http.post("predict?whole_image=true", files=photo)
                     if response.status_code != 200:
                         errors.append(f"{response.status_code}: {response.text[:200]}")
                 except httpx.HTTPError as e:

@@ -51,6 +51,6 @@ def detect_command(argv: Sequence[str]) -> list[dict]:
         print(f"{'file':40} {'box':>20}  emotion    confidence")
         for result in results:
             for face in result["faces"] or [{"box": "-", "label": "(no face)", "probabilities": {"(no face)": 0}}]:
-                print(f"{result['file'][-40:]:40} {str(face['box']):>20}  {face['label']:10} "
+                print(f"{result['file'][-40:]:40} {face['box']!s:>20}  {face['label']:10} "
                       f"{face['probabilities'][face['label']]:.3f}")
     return results

@@ -73,7 +73,7 @@ class HaarFaceDetector:
             cv2.equalizeHist(gray) if self.equalize else gray, scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors, minSize=(round(self.min_size * scale),) * 2,
         )
-        return [Box(*(int(round(v / scale)) for v in box)) for box in found]
+        return [Box(*(round(float(v) / scale) for v in box)) for box in found]
 
 
 def load_gray(image: str | Path | BinaryIO | Image.Image | np.ndarray, name: str | None = None) -> np.ndarray:

@@ -32,7 +32,8 @@ def confusion_figure(matrix: torch.Tensor, emotions: Sequence[str], title: str =
     return fig
 
 
-def write_confusion(matrix: torch.Tensor, emotions: Sequence[str], out_dir: Path, stem: str = "confusion_matrix") -> None:
+def write_confusion(matrix: torch.Tensor, emotions: Sequence[str], out_dir: Path,
+                    stem: str = "confusion_matrix") -> None:
     """Write ``<stem>.png`` and ``<stem>.json`` (labels, counts, row-normalised shares) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = matrix.detach().cpu().to(torch.int64)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
+from typing import Annotated
 
 import uvicorn
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
@@ -43,8 +44,9 @@ def create_app(recognizer, max_upload_bytes: int = 10 * 2**20) -> FastAPI:
 
     @app.post("/predict")
     def predict(
-        file: UploadFile = File(description="an image: JPEG, PNG, WebP, BMP, GIF, TIFF…"),
-        whole_image: bool = Query(False, description="classify the whole image as one face when no face is found"),
+        file: Annotated[UploadFile, File(description="an image: JPEG, PNG, WebP, BMP, GIF, TIFF…")],
+        whole_image: Annotated[bool, Query(description="classify the whole image as one face when no face is found")]
+        = False,
     ) -> dict:
         data = file.file.read(max_upload_bytes + 1)
         if not data:

@@ -8,5 +8,6 @@ from nbclient import NotebookClient
 
 def run_notebook(path: Path) -> nbformat.NotebookNode:
     book = nbformat.read(path, as_version=4)
-    NotebookClient(book, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    resources = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(book, timeout=300, kernel_name="python3", resources=resources).execute()
     return book

@@ -3,9 +3,9 @@ import json
 from pathlib import Path
 
 import yaml
-from notebooks import run_notebook
 
 from fer.cli import main
+from notebooks import run_notebook
 
 QUICK = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--data.num_workers", "0",
          "--data.synthetic_samples_per_class", "30"]
@@ -33,7 +33,7 @@ def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
     out, results = tmp_path / "runs", tmp_path / "results"
     common = ["--out", str(out), "--results", str(results)]
     main(["ablate", str(write_study(tmp_path, epochs=1)), *common])
-    rows = list(csv.DictReader(open(results / "tiny.csv")))
+    rows = list(csv.DictReader((results / "tiny.csv").read_text().splitlines()))
     assert {r["run"] for r in rows} == {"baseline", "se", "resnet18"}
     accs = [float(r["val_acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)
@@ -49,7 +49,8 @@ def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_STUDY", str(results / "tiny.csv"))
     monkeypatch.setenv("FER_STUDY_RUNS", str(out / "tiny"))
     book = run_notebook(Path("notebooks/analyse_study.ipynb"))
-    assert "hardest emotion" in "".join(o.get("text", "") for c in book.cells if c.cell_type == "code" for o in c.outputs)
+    outputs = [o.get("text", "") for c in book.cells if c.cell_type == "code" for o in c.outputs]
+    assert "hardest emotion" in "".join(outputs)
 
     # An interrupted run: drop its result so only last.ckpt (epoch 1) is left; a 2-epoch budget resumes it.
     (out / "tiny" / "se" / "result.json").unlink()

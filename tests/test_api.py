@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer import EmotionRecognizer
 from conftest import SIX
+from fer import EmotionRecognizer
 from fer.emotions import EMOTIONS
 from fer.faces import Box
-
 
 
 def test_train_save_load_round_trip_keeps_weights_and_emotion_order(trained, tiny_tree, tmp_path):
@@ -35,6 +34,17 @@ def test_evaluate_reports_metrics_and_writes_the_figure(trained, tiny_tree, tmp_
     assert (tmp_path / "evaluate_confusion_matrix.png").exists()
     assert not list(Path.cwd().glob("test_*.json"))  # nothing written into the working directory
 
+
+
+def test_evaluate_writes_files_only_where_asked_or_into_the_run_folder(trained, tiny_tree, tmp_path, monkeypatch):
+    r, _ = trained
+    monkeypatch.chdir(tmp_path)
+    r.save("m.ckpt")
+    EmotionRecognizer.load("m.ckpt").evaluate(str(tiny_tree / "test"))  # a loaded model has no run folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt"]
+    r.evaluate(str(tiny_tree / "test"))  # the model train() made: into that run's folder
+    assert (r.log_dir / "evaluate_confusion_matrix.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt"]
 
 def test_training_history_plot(trained):
     r, _ = trained
@@ -68,7 +78,7 @@ def test_load_without_a_path_says_how_to_get_a_model_when_none_ships(monkeypatch
     import fer.api
 
     monkeypatch.setattr(fer.api, "DEFAULT_MODEL", tmp_path / "missing.ckpt")
-    with pytest.raises(FileNotFoundError, match="No default model at .*configs/accurate.yaml"):
+    with pytest.raises(FileNotFoundError, match="No default model at .*configs/fast.yaml"):
         EmotionRecognizer.load()
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,11 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import cli_args
-
 from fer.cli import main
+from fer.data import FERDataModule
 from fer.emotions import EMOTIONS
+from fer.training import EmotionClassifier
+from fer.training.lightning_cli import lightning_cli
 
 
 def test_fit_writes_checkpoints_config_and_tensorboard(fitted):
@@ -61,7 +64,7 @@ def test_predict_writes_one_row_per_image(fitted, tiny_tree):
     folder = tiny_tree / "test" / "happy"
     predicted = main(["predict", *cli_args(out), "--ckpt_path", cli.trainer.checkpoint_callback.best_model_path,
                       "--data.predict_path", str(folder)])
-    rows = list(csv.DictReader(open(Path(predicted.trainer.log_dir) / "predictions.csv")))
+    rows = list(csv.DictReader((Path(predicted.trainer.log_dir) / "predictions.csv").read_text().splitlines()))
     assert len(rows) == len(list(folder.glob("*.png")))
     assert all(row["emotion"] in EMOTIONS for row in rows)
     assert all(abs(sum(float(row[e]) for e in EMOTIONS) - 1) < 1e-3 for row in rows)
@@ -78,7 +81,7 @@ def test_every_config_prints(config, capsys):
     assert printed["model"]["backbone"]
 
 
-FULL_CONFIGS = sorted(Path("configs").glob("*.yaml"))
+FULL_CONFIGS = sorted(Path("configs").glob("*.yaml"))  # each complete alone
 BACKBONE_CONFIGS = sorted(Path("configs/backbones").glob("*.yaml"))
 
 
@@ -98,23 +101,52 @@ def test_every_config_trains_a_fast_dev_run(configs, tmp_path):
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss_step"])
 
 
-@pytest.mark.parametrize("stage", sorted(Path("configs/stages").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_later_stage_trains_on_from_an_earlier_stages_checkpoint(stage, tmp_path):
-    """configs/stages/<recipe>_stageN.yaml layer over configs/<recipe>.yaml and start from its checkpoint."""
-    base = Path("configs") / f"{stage.stem.rsplit('_stage', 1)[0]}.yaml"
-    common = ["--data.data_dir", "synthetic", "--data.synthetic_samples_per_class", "20", "--data.batch_size", "8",
-              "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path),
-              "--trainer.logger.init_args.save_dir", str(tmp_path)]
-    first = main(["fit", "--config", str(base), *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                  "--trainer.limit_val_batches", "2"])
-    earlier = first.trainer.checkpoint_callback.best_model_path  # loaded by the second stage's setup: must fit
-    # A stage starts from the earlier model's weights, or learns from its probabilities (data.teacher): a stage
-    # with teachers of its own, or with another network, whose layers the earlier weights do not fit.
-    layer = yaml.safe_load(stage.read_text())
-    afresh = "teacher" in layer.get("data", {}) or {"backbone", "backbone_kwargs"} & layer.get("model", {}).keys()
-    option = "data.teacher" if afresh else "model.init_from"
-    second = main(["fit", "--config", str(base), "--config", str(stage), *common, "--trainer.fast_dev_run", "true",
-                   f"--{option}", earlier])
-    group, key = option.split(".")
-    part = second.datamodule if group == "data" else second.model
-    assert second.trainer.state.finished and part.hparams[key] == earlier
+DOCUMENTS = [Path("README.md"), Path("MODEL_CARD.md"), *Path("docs").glob("*.md"), *Path("configs").rglob("*.yaml")]
+
+
+def documented_commands(documents: list[Path] = DOCUMENTS) -> list[str]:
+    """Every ``python -m fer …`` command in the README, the docs and the configs' comments, one line each."""
+    commands = []
+    for path in documents:
+        text = re.sub(r"\\\n[#\s]*", " ", path.read_text())  # lines continued with a backslash
+        commands += re.findall(r"python -m fer [^\n`|]*", text)
+    return commands
+
+
+def documented_stacks() -> list[tuple[str, ...]]:
+    """The config stacks the documented commands use, each once."""
+    stacks = {tuple(re.findall(r"--config (configs/\S+\.yaml)", c)) for c in documented_commands()}
+    return sorted(s for s in stacks if s)
+
+
+def test_every_config_is_in_a_documented_command():
+    documented = {c for stack in documented_stacks() for c in stack}
+    assert {str(p) for p in Path("configs").rglob("*.yaml")} <= documented
+
+
+@pytest.mark.parametrize("stack", documented_stacks(), ids="+".join)
+def test_every_documented_stack_builds_and_names_its_run_after_its_last_config(stack):
+    cli = lightning_cli([arg for config in stack for arg in ("--config", config)], run=False)
+    assert isinstance(cli.model, EmotionClassifier) and isinstance(cli.datamodule, FERDataModule)
+    assert cli.trainer.logger.name == str(Path(stack[-1]).relative_to("configs").with_suffix(""))
+
+
+def test_the_shipped_models_recipe_runs_as_documented(tmp_path, monkeypatch):
+    """The command sequence of docs/training.md, as written, on synthetic faces: one short epoch a step."""
+    recipe = [c.split()[3:] for c in documented_commands([Path("docs/training.md")])
+              if "fer2013_vgg/" in c and c.split()[3] in ("fit", "export")]
+    assert [c[0] for c in recipe] == ["fit", "export"] * 5
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(Path(__file__).parents[1] / "configs")
+    tiny = ["--data.data_dir", "synthetic", "--data.synthetic_samples_per_class", "10", "--data.batch_size", "8",
+            "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1"]
+    for command, *args in recipe:
+        args = [str(next(Path().glob(a))) if "*" in a else a for a in args]  # what the shell would expand
+        main([command, *args, *(tiny if command == "fit" else [])])
+    shipped = torch.load("fer/weights/fer2013_vgg.ckpt", weights_only=False)
+    assert shipped["hyper_parameters"]["backbone_kwargs"] == {"depth": 3}
+    assert {v.dtype for v in shipped["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+    config = yaml.safe_load(Path("runs/fer2013_vgg/student/version_0/config.yaml").read_text())
+    assert config["data"]["teacher"] == ["experiments/weights/vgg_ensemble_distill.ckpt",
+                                         "experiments/weights/vgg_long.ckpt"]

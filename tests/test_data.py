@@ -1,5 +1,6 @@
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -12,7 +13,7 @@ from fer.data import FERDataError, FERDataModule
 from fer.data.datamodule import stratified_split
 from fer.data.reading import load_folder_split, read_image
 from fer.emotions import EMOTIONS
-from fer.training import EmotionClassifier
+from fer.training import EmotionClassifier, TeacherTargets
 
 
 def write_face(path: Path, value: int, size: int = 48, mode: str = "L", fmt: str | None = None) -> None:
@@ -36,7 +37,8 @@ def loaded(dm: FERDataModule, split: str = "train"):
 
 
 # Aliased, oddly cased folder names; gray value encodes the true canonical emotion.
-ALIASED = {"Anger": 10, "disgusted": 40, "FEARFUL": 70, "Happiness": 100, "neutral": 130, "SADNESS": 160, "Surprised": 190}
+ALIASED = {"Anger": 10, "disgusted": 40, "FEARFUL": 70, "Happiness": 100, "neutral": 130, "SADNESS": 160,
+           "Surprised": 190}
 TRUE = dict(zip(ALIASED.values(), EMOTIONS))
 
 
@@ -60,7 +62,10 @@ def test_emotion_subset_drops_folders_and_reindexes(tmp_path):
 def test_any_mode_and_size_becomes_48px_gray(tmp_path):
     for mode in ("L", "RGB", "RGBA", "P", "CMYK", "I;16"):
         path = tmp_path / f"{mode.replace(';', '')}.png"
-        im = Image.new("RGB", (97, 61), (200, 100, 50)).convert(mode) if mode != "I;16" else Image.new("I;16", (97, 61), 30000)
+        if mode == "I;16":
+            im = Image.new("I;16", (97, 61), 30000)
+        else:
+            im = Image.new("RGB", (97, 61), (200, 100, 50)).convert(mode)
         im.save(path if mode != "CMYK" else path.with_suffix(".jpg"))
         arr = read_image(path if mode != "CMYK" else path.with_suffix(".jpg"), 48)
         assert arr.shape == (48, 48) and arr.dtype == np.uint8
@@ -241,10 +246,17 @@ def test_convert_csv_command_writes_the_tree(tmp_path, capsys):
     table = loaded(FERDataModule(str(tmp_path / "tree"), num_workers=0))
     assert len(table) == 21
     for image, label in zip(table.images, table.labels):
-        assert ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"][int(image[0, 0]) // 30] == EMOTIONS[label]
+        in_csv_order = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+        assert in_csv_order[int(image[0, 0]) // 30] == EMOTIONS[label]
 
 
 # -- soft labels from a teacher (knowledge distillation) ----------------------------------------------------------
+
+def setup_fit(dm: FERDataModule) -> None:
+    """``dm.setup("fit")`` and what ``fer.training.Trainer`` adds when training starts: the teachers' targets."""
+    dm.setup("fit")
+    TeacherTargets().setup(SimpleNamespace(datamodule=dm), None, "fit")
+
 
 @torch.inference_mode()
 def fp32_probabilities(checkpoint: str, images: torch.Tensor) -> torch.Tensor:
@@ -258,7 +270,7 @@ def test_teacher_blends_its_probabilities_into_training_targets_only(tiny_tree, 
     dm = FERDataModule(str(tiny_tree), num_workers=0, batch_size=16, teacher=checkpoint, teacher_weight=0.3)
     dm.setup("validate")
     assert dm.train_targets is None  # validation alone does not run the teacher
-    dm.setup("fit")
+    setup_fit(dm)
     table = dm.tables["train"]
     probs = fp32_probabilities(checkpoint, table.images)
     onehot = torch.nn.functional.one_hot(table.labels, len(EMOTIONS)).float()
@@ -279,7 +291,7 @@ def test_teachers_in_a_list_are_averaged(tiny_tree, fitted, tmp_path):
     torch.save(other, tmp_path / "other.ckpt")
     teachers = [checkpoint, str(tmp_path / "other.ckpt")]
     dm = FERDataModule(str(tiny_tree), num_workers=0, teacher=teachers, teacher_weight=1.0)
-    dm.setup("fit")
+    setup_fit(dm)
     probs = [fp32_probabilities(t, dm.tables["train"].images) for t in teachers]
     assert not torch.allclose(probs[0], probs[1], atol=0.05)
     assert torch.allclose(dm.train_targets, (probs[0] + probs[1]) / 2, atol=0.02)  # bf16
@@ -288,7 +300,7 @@ def test_teachers_in_a_list_are_averaged(tiny_tree, fitted, tmp_path):
 def test_teacher_at_another_input_size_sees_the_faces_at_its_own(tiny_tree, fitted):
     checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path  # a 48-px model
     dm = FERDataModule(str(tiny_tree), num_workers=0, image_size=64, teacher=checkpoint, teacher_weight=1.0)
-    dm.setup("fit")
+    setup_fit(dm)
     assert dm.tables["train"].images.shape[-1] == 64
     at_48 = FERDataModule(str(tiny_tree), num_workers=0)
     at_48.setup("fit")
@@ -302,7 +314,7 @@ def test_a_consistent_teacher_labels_each_training_batch_as_augmented_and_only_t
     checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
     dm = FERDataModule(str(tiny_tree), num_workers=0, batch_size=16, teacher=checkpoint, teacher_weight=0.3,
                        teacher_mode="consistent")
-    dm.setup("fit")
+    setup_fit(dm)
     assert dm.train_targets is None  # nothing computed in advance
     x, labels = next(iter(dm.train_dataloader()))
     assert labels.dtype == torch.int64  # the loader still gives labels; the teacher comes after the transfer
@@ -327,4 +339,12 @@ def test_teacher_of_other_emotions_is_refused(tiny_tree, fitted):
     dm = FERDataModule(str(tiny_tree), num_workers=0, emotions=[e for e in EMOTIONS if e != "disgust"],
                        teacher=checkpoint)
     with pytest.raises(FERDataError, match="data.teacher"):
-        dm.setup("fit")
+        setup_fit(dm)
+
+
+def test_a_teacher_needs_the_trainer_that_computes_its_targets(tiny_tree, fitted):
+    checkpoint = fitted[0].trainer.checkpoint_callback.best_model_path
+    dm = FERDataModule(str(tiny_tree), num_workers=0, teacher=checkpoint)
+    dm.setup("fit")  # as a plain lightning.Trainer would: nobody computed the teacher's probabilities
+    with pytest.raises(FERDataError, match="data.teacher .*fer.training.Trainer"):
+        dm.train_dataloader()

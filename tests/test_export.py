@@ -61,7 +61,7 @@ def test_int8_onnx_keeps_top1(checkpoint, faces, tiny_tree, capsys):
     assert EmotionRecognizer.load(str(quantized)).emotions == list(EMOTIONS)  # metadata kept
     probs = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(None, {"image": faces})[0]
     agreement = (probs.argmax(1) == reference(checkpoint, faces).argmax(1)).mean()
-    # Issue 4 asks 99% on a trained model (the quickstart model keeps 99.5%); this 5-epoch one has thin margins.
+    # A trained model keeps 99% (the quickstart model 99.5%); this 5-epoch one has thin margins.
     assert agreement >= 0.95, agreement
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from fer.cli import main
 from fer.faces import Box
-from fer.stream import Smoother, stream
+from fer.video import Smoother, stream
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,8 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tin
     trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False, accelerator="cpu",
                         enable_progress_bar=False, callbacks=[Poison(), L.pytorch.callbacks.ModelCheckpoint(
                             dirpath=tmp_path, save_last=True)], default_root_dir=tmp_path)
-    with pytest.raises(FloatingPointError, match=r"Training loss is nan at epoch 1.*Last good checkpoint: .*last\.ckpt"):
+    expected = r"Training loss is nan at epoch 1.*Last good checkpoint: .*last\.ckpt"
+    with pytest.raises(FloatingPointError, match=expected):
         trainer.fit(model, FERDataModule(str(tiny_tree), batch_size=8, num_workers=0))
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert saved["epoch"] == 0
@@ -56,7 +57,8 @@ def _fit(tiny_tree, tmp_path, callbacks=(), epochs: int = 2, **model_kwargs) -> 
     torch.manual_seed(0)
     model = EmotionClassifier(backbone="vgg_half", drop_rate=0.1, **model_kwargs)
     trainer = L.Trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=2, logger=False,
-                        accelerator="cpu", enable_progress_bar=False, callbacks=list(callbacks), default_root_dir=tmp_path)
+                        accelerator="cpu", enable_progress_bar=False, callbacks=list(callbacks),
+                        default_root_dir=tmp_path)
     trainer.fit(model, FERDataModule(str(tiny_tree), batch_size=16, num_workers=0))
     return trainer, model
 

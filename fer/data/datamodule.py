@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,17 +14,16 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from fer.data.reading import (
+    EXPECTED_LAYOUT,
     FaceTable,
     FERDataError,
     csv_has_split,
+    image_files,
     load_csv_split,
     load_folder_split,
-    image_files,
     read_image,
-    EXPECTED_LAYOUT,
 )
 from fer.data.synthetic import cache_root, make_synthetic_dataset
-from fer.data.teacher import load_teacher, teacher_input, teacher_probabilities
 from fer.emotions import EMOTIONS, check_emotions
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     for c in labels.unique():
         idx = (labels == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = int(round(len(idx) * fraction))
+        n_val = round(len(idx) * fraction)
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return torch.cat(train).sort().values, torch.cat(val).sort().values
@@ -99,7 +99,8 @@ class FERDataModule(L.LightningDataModule):
             distillation; on which faces: ``teacher_mode``).
         teacher_weight: the teacher's share of each training target; the label has the rest.
         teacher_mode: ``fixed``: the teacher's probabilities on the un-augmented faces, computed once before
-            training, with its own test-time views. ``consistent``: the teacher sees every training batch as the
+            training, with its own test-time views (by ``fer.training.Trainer``, which training needs then).
+            ``consistent``: the teacher sees every training batch as the
             student does, after augmentation (but before the model's mixup/CutMix), and nothing else ("consistent
             teaching": Beyer et al., CVPR 2022, "Knowledge distillation: a good teacher is patient and
             consistent"); a teacher's forward pass a step.
@@ -108,13 +109,13 @@ class FERDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = "data/fer2013",
-        emotions: list[str] = list(EMOTIONS),
+        emotions: list[str] = list(EMOTIONS),  # noqa: B006 (never mutated; jsonargparse shows it)
         image_size: int = 48,
         batch_size: int = 128,
         num_workers: int = 1,
         val_fraction: float = 0.1,
         split_seed: int = 42,
-        augment: Augmentation = Augmentation(),
+        augment: Augmentation = Augmentation(),  # noqa: B008 (never mutated; jsonargparse shows it)
         cache_dir: str | None = None,
         cache: bool = True,
         skip_bad_files: bool = False,
@@ -142,7 +143,8 @@ class FERDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else (cache_root() / "decoded" if cache else None)
         self.tables: dict[str, FaceTable] = {}
         self.train_targets: torch.Tensor | None = None
-        self.teachers: list[torch.nn.Module] = []  # teacher_mode consistent
+        # teacher_mode consistent: the teachers' mean probabilities of a batch of faces (fer.training.TeacherTargets)
+        self.batch_teacher: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.predict_files: list[str] = []
 
     # -- locating and loading ----------------------------------------------------------------------------
@@ -201,13 +203,6 @@ class FERDataModule(L.LightningDataModule):
                 log.info("No validation split: holding out %d of %d training images", len(v), len(train))
                 train, val = train.subset(t), train.subset(v)
             self.tables.update(train=train, validation=val)
-        if stage == "fit" and self.hparams.teacher:  # only training uses them
-            if self.hparams.teacher_mode == "fixed" and self.train_targets is None:
-                self.train_targets = self._soft_targets(self.tables["train"])
-            if self.hparams.teacher_mode == "consistent" and not self.teachers:
-                self.teachers = [load_teacher(t, self.emotions) for t in self._teacher_paths()]
-                for t in self.teachers:  # the student's view alone: that is the method, and half the cost
-                    t.hparams.tta_flip, t.hparams.tta_shift, t.hparams.tta_crop = False, 0, 0
         if stage == "test" and "test" not in self.tables:
             test = self._load("test")
             if test is None:
@@ -218,31 +213,32 @@ class FERDataModule(L.LightningDataModule):
         if stage == "predict":
             self._setup_predict()
 
-    def _teacher_paths(self) -> list[str]:
+    @property
+    def teacher_paths(self) -> list[str]:
+        """The ``data.teacher`` checkpoints, as a list (empty: no distillation)."""
         teachers = self.hparams.teacher
-        return [teachers] if isinstance(teachers, str) else list(teachers)
+        return [] if not teachers else [teachers] if isinstance(teachers, str) else list(teachers)
 
     def _blend(self, labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         w = self.hparams.teacher_weight
         return (1 - w) * torch.nn.functional.one_hot(labels, len(self.emotions)).to(probs) + w * probs
 
-    def _soft_targets(self, table: FaceTable) -> torch.Tensor:
-        teachers = self._teacher_paths()
-        probs = torch.stack([
-            teacher_probabilities(t, table.images, self.emotions) for t in teachers
-        ]).mean(0)
-        agree = (probs.argmax(-1) == table.labels).float().mean()
-        log.info("Teacher %s agrees with %.1f%% of the training labels", ", ".join(teachers), 100 * agree)
-        return self._blend(table.labels, probs)
+    def set_teacher_probabilities(self, probs: torch.Tensor) -> None:
+        """Train on the blend of each training face's label and ``probs`` (N, emotions), the teachers' mean
+        probabilities of the un-augmented training faces in their loaded order (``teacher_mode: fixed``)."""
+        labels = self.tables["train"].labels
+        agree = (probs.argmax(-1) == labels).float().mean()
+        log.info("Teacher %s agrees with %.1f%% of the training labels", ", ".join(self.teacher_paths), 100 * agree)
+        self.train_targets = self._blend(labels, probs)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """With ``teacher_mode: consistent``, a training batch's labels become the blend of label and teachers'
         probabilities on that batch's augmented faces."""
-        if not self.teachers or self.trainer is None or not self.trainer.training:
+        if self.batch_teacher is None or self.trainer is None or not self.trainer.training:
             return batch
         x, labels = batch
         with torch.no_grad(), self.trainer.precision_plugin.forward_context():
-            probs = torch.stack([t.to(x.device).probabilities(teacher_input(t, x)) for t in self.teachers]).mean(0)
+            probs = self.batch_teacher(x)
         return x, self._blend(labels, probs)
 
     def _setup_predict(self) -> None:
@@ -294,6 +290,9 @@ class FERDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.teacher_paths and self.train_targets is None and self.batch_teacher is None:
+            raise FERDataError(f"data.teacher {', '.join(self.teacher_paths)}: the teachers' probabilities were not "
+                               "computed; train with fer.training.Trainer (the CLI's), which computes them")
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -193,7 +193,7 @@ def _load_cached(path: Path | None) -> dict | None:
         return None
     try:
         return torch.load(path, weights_only=True)
-    except Exception as e:  # a corrupt cache is only a lost speed-up: rebuild it
+    except Exception as e:  # noqa: BLE001 (a corrupt cache, however it fails, is only a lost speed-up: rebuild it)
         log.warning("Ignoring unreadable cache %s (%s); decoding the images again", path, e)
         return None
 
@@ -261,15 +261,14 @@ def _read_csv_rows(csv_path: Path):
         missing = {"emotion", "pixels", "Usage"} - set(reader.fieldnames or [])
         if missing:
             raise FERDataError(f"{csv_path}: missing columns {sorted(missing)}; expected emotion,pixels,Usage")
-        for line, row in enumerate(reader, start=2):
-            yield line, row
+        yield from enumerate(reader, start=2)
 
 
 def _parse_row(csv_path: Path, line: int, row: dict[str, str]) -> tuple[str, np.ndarray]:
     try:
         emotion = FER2013_CSV_ORDER[int(row["emotion"])]
         pixels = np.array(row["pixels"].split(), dtype=np.uint8)
-        side = int(round(len(pixels) ** 0.5))
+        side = round(len(pixels) ** 0.5)
         return emotion, pixels.reshape(side, side)
     except (ValueError, IndexError) as e:
         raise FERDataError(f"{csv_path}:{line}: bad row ({e}); expected emotion 0-6 and a square of pixels") from e
@@ -281,7 +280,8 @@ def load_csv_split(
     """Faces of one split (train / validation / test) of a Kaggle ``fer2013.csv``."""
     st = csv_path.stat()
     keys = [f"csv\t{split}\t{','.join(emotions)}\t{st.st_size}\t{st.st_mtime_ns}"]
-    cache = _cache_path(cache_dir, csv_path.with_name(f"{csv_path.name}:{split}"), keys, image_size) if cache_dir else None
+    source = csv_path.with_name(f"{csv_path.name}:{split}")
+    cache = _cache_path(cache_dir, source, keys, image_size) if cache_dir else None
     payload = _load_cached(cache)
     if payload is None:
         images, labels, paths = [], [], []
@@ -313,13 +313,15 @@ def csv_has_split(csv_path: Path, split: str) -> bool:
 
 
 def convert_csv(csv_path: Path, out_dir: Path) -> dict[str, int]:
-    """Write a Kaggle ``fer2013.csv`` as a ``{train,validation,test}/<emotion>/*.png`` tree; returns counts per split."""
+    """Write a Kaggle ``fer2013.csv`` as a ``{train,validation,test}/<emotion>/*.png`` tree; returns counts per
+    split."""
     usage_to_split = {usage: split for split, usage in CSV_USAGE.items()}
     counts: dict[str, int] = {}
     for line, row in track(list(_read_csv_rows(csv_path)), description="Writing PNGs"):
         split = usage_to_split.get(row["Usage"])
         if split is None:
-            raise FERDataError(f"{csv_path}:{line}: unknown Usage {row['Usage']!r}; expected one of {list(usage_to_split)}")
+            raise FERDataError(f"{csv_path}:{line}: unknown Usage {row['Usage']!r}; "
+                               f"expected one of {list(usage_to_split)}")
         emotion, face = _parse_row(csv_path, line, row)
         folder = out_dir / split / emotion
         folder.mkdir(parents=True, exist_ok=True)

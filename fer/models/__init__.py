@@ -35,7 +35,7 @@ def create_model(
     builder = MODELS.get(name) or (partial(create_timm_backbone, name) if timm.is_model(name) else None)
     if builder is None:
         raise ConfigError(
-            f"Unknown backbone {name!r} (model.backbone); registered backbones: {sorted(MODELS)}, or any timm model name "
-            "(e.g. resnet18, convnext_atto, mobilenetv3_small_100; see timm.list_models())"
+            f"Unknown backbone {name!r} (model.backbone); registered backbones: {sorted(MODELS)}, or any timm model "
+            "name (e.g. resnet18, convnext_atto, mobilenetv3_small_100; see timm.list_models())"
         )
     return builder(in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, image_size=image_size, **kwargs)

@@ -65,10 +65,12 @@ class BaselineCNN(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % 16:
-            raise ConfigError(f"model.image_size: BaselineCNN needs a multiple of 16 (four 2x2 pools), got {image_size}")
+            raise ConfigError(
+                f"model.image_size: BaselineCNN needs a multiple of 16 (four 2x2 pools), got {image_size}")
         chans = (in_chans, *self.widths)
         self.features = nn.Sequential(
-            *(_conv_block(chans[i], chans[i + 1], negative_slope, drop_rate, batch_norm, attention) for i in range(len(self.widths)))
+            *(_conv_block(chans[i], chans[i + 1], negative_slope, drop_rate, batch_norm, attention)
+              for i in range(len(self.widths)))
         )
         side = image_size // 16
         self.context = (

@@ -43,10 +43,7 @@ def tta_views(x: torch.Tensor, flip: bool, shift: int, crop: int = 0) -> list[to
     """``x``; with ``shift`` > 0 also ``x`` moved ``shift`` pixels up, down, left and right (edges repeated);
     with ``crop`` > 0 instead the centre and four corner crops of side ``crop``; with ``flip`` also the mirror
     image of each of those (``crop`` and ``flip``: the ten-crop protocol of Khaireddin & Chen)."""
-    if crop:
-        views = list(five_crop(x, [crop, crop]))
-    else:
-        views = [x]
+    views = list(five_crop(x, [crop, crop])) if crop else [x]
     if shift:
         padded = F.pad(x, (shift,) * 4, mode="replicate")
         side_h, side_w = x.shape[-2:]
@@ -150,7 +147,7 @@ class EmotionClassifier(L.LightningModule):
     def __init__(
         self,
         backbone: str = "baseline",
-        emotions: list[str] = list(EMOTIONS),
+        emotions: list[str] = list(EMOTIONS),  # noqa: B006 (never mutated; jsonargparse shows it)
         image_size: int = 48,
         in_chans: int = 1,
         drop_rate: float = 0.4,
@@ -241,7 +238,8 @@ class EmotionClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
-            saved = [p for cb in self.trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path) if p]
+            saved = [p for cb in self.trainer.checkpoint_callbacks
+                     for p in (cb.last_model_path, cb.best_model_path) if p]
             checkpoint = max(saved, key=os.path.getmtime) if saved else "none written yet"
             raise FloatingPointError(
                 f"Training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: stopping. "
@@ -388,5 +386,6 @@ class EmotionClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval, "monitor": "val/loss"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval,
+                             "monitor": "val/loss"},
         }
