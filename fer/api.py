@@ -18,7 +18,16 @@ from PIL import Image
 from fer.data import FERDataModule
 from fer.data.reading import image_to_array
 from fer.emotions import EMOTIONS
-from fer.faces import Box, FaceDetector, HaarFaceDetector, crop, load_gray
+from fer.faces import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    Box,
+    FaceDetector,
+    as_gray,
+    create_detector,
+    crop,
+    load_image,
+)
 from fer.reports import write_confusion
 from fer.training import EmotionClassifier, Trainer
 from fer.video import stream
@@ -33,14 +42,17 @@ class EmotionRecognizer:
     Args:
         backbone: any registered backbone or timm model name (see ``fer.models``).
         emotions: the classes, a subset of the canonical seven.
-        detector: finds faces in photos (default: OpenCV's Haar cascade).
+        detector: finds faces in photos: a name from ``fer.faces.DETECTORS`` (default ``mtcnn``) or any callable
+            that gives ``Box``es (``fer.faces.FaceDetector``).
+        align: turn each face so that its eyes are level before it is cropped, where the detector finds eyes.
         **model_kwargs: further ``EmotionClassifier`` arguments (``drop_rate``, ``image_size``, …).
     """
 
     def __init__(self, backbone: str = "baseline", emotions: list[str] = list(EMOTIONS),  # noqa: B006 (never mutated)
-                 detector: FaceDetector | None = None, **model_kwargs) -> None:
+                 detector: str | FaceDetector = DEFAULT_DETECTOR, align: bool = True, **model_kwargs) -> None:
         self.module = EmotionClassifier(backbone=backbone, emotions=emotions, **model_kwargs)
-        self.detector = detector or HaarFaceDetector()
+        self.detector = create_detector(detector) if isinstance(detector, str) else detector
+        self.align = align
         self.log_dir: Path | None = None
 
     onnx: OnnxClassifier | None = None  # set by load() for .onnx files: inference without torch
@@ -139,12 +151,13 @@ class EmotionRecognizer:
         partial_file.replace(path)
 
     @classmethod
-    def load(cls, path: str | None = None, detector: FaceDetector | None = None,
+    def load(cls, path: str | None = None, detector: str | FaceDetector = DEFAULT_DETECTOR, align: bool = True,
              onnx_provider: str = "cpu") -> EmotionRecognizer:
         """Load a checkpoint written by ``save`` or by training with the CLI, or an ``.onnx`` file from
         ``python -m fer export`` (then prediction runs on ONNX Runtime, through ``onnx_provider``: see
         ``OnnxClassifier``; training and evaluation need a checkpoint).
-        Without ``path``: the model that ships with fer (see MODEL_CARD.md)."""
+        Without ``path``: the model that ships with fer (see MODEL_CARD.md). ``detector`` and ``align``: as for
+        ``EmotionRecognizer``."""
         if path is None:
             if not DEFAULT_MODEL.is_file():
                 raise FileNotFoundError(
@@ -161,8 +174,8 @@ class EmotionRecognizer:
             recognizer.onnx, recognizer.module = OnnxClassifier(path, provider=onnx_provider), None
         else:
             recognizer.module = EmotionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-        recognizer.detector = detector or HaarFaceDetector()
-        recognizer.log_dir = None
+        recognizer.detector = create_detector(detector) if isinstance(detector, str) else detector
+        recognizer.align, recognizer.log_dir = align, None
         return recognizer
 
     # -- prediction --------------------------------------------------------------------------------------------
@@ -175,32 +188,32 @@ class EmotionRecognizer:
         with torch.inference_mode():
             return self.module.eval().probabilities(torch.from_numpy(faces)).numpy()
 
-    def find_faces(self, gray: np.ndarray, whole_image_if_no_face: bool = False) -> list[Box]:
-        """Boxes of the faces in a uint8 grayscale image, largest first."""
-        boxes = sorted(self.detector(gray), key=lambda b: b.area, reverse=True)
+    def find_faces(self, image: np.ndarray, whole_image_if_no_face: bool = False) -> list[Box]:
+        """Boxes of the faces in a uint8 image, (H, W, 3) RGB or (H, W) grayscale, largest first."""
+        boxes = sorted(self.detector(image), key=lambda b: b.area, reverse=True)
         if not boxes and whole_image_if_no_face:
-            boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
+            boxes = [Box(0, 0, image.shape[1], image.shape[0])]
         return boxes
 
     def classify_faces(self, gray: np.ndarray, boxes: list[Box]) -> np.ndarray:
-        """(len(boxes), emotions) probabilities of the faces in those boxes (cropped with a margin), in one batch."""
+        """(len(boxes), emotions) probabilities of the faces in those boxes of a grayscale image, in one batch:
+        square crops with the detector's margin, turned eyes-level first where the boxes have landmarks and
+        ``align`` is on."""
         if not boxes:
             return np.zeros((0, len(self.emotions)), np.float32)
-        return self._classify([crop(gray, b) for b in boxes])
+        margin = getattr(self.detector, "crop_margin", 0.1)
+        return self._classify([crop(gray, b, margin, align=self.align) for b in boxes])
 
     def predict_faces(self, image: ImageLike | BinaryIO, whole_image_if_no_face: bool = False,
                       name: str | None = None) -> list[dict]:
-        """Every face in ``image``: ``{"box": [x, y, w, h], "label", "probabilities": {emotion: p}}``,
-        largest first. No face gives ``[]``, or with ``whole_image_if_no_face`` the whole image as one face
+        """Every face in ``image``: ``{"box": [x, y, w, h], "label", "probabilities": {emotion: p}}``, with the
+        detector's ``"score"`` and five ``"landmarks"`` ([x, y] each: eyes, nose, mouth corners) where it gives
+        them; largest first. No face gives ``[]``, or with ``whole_image_if_no_face`` the whole image as one face
         (right for pre-cropped 48×48 data). An unreadable image raises ``FERDataError`` naming ``name``."""
-        gray = load_gray(image, name)
-        boxes = self.find_faces(gray, whole_image_if_no_face)
-        probs = self.classify_faces(gray, boxes)
-        return [
-            {"box": b.as_list(), "label": self.emotions[int(p.argmax())],
-             "probabilities": {e: round(float(v), 5) for e, v in zip(self.emotions, p)}}
-            for b, p in zip(boxes, probs)
-        ]
+        pixels = load_image(image, name)
+        boxes = self.find_faces(pixels, whole_image_if_no_face)
+        probs = self.classify_faces(as_gray(pixels), boxes)
+        return [_face(b, self.emotions, p) for b, p in zip(boxes, probs)]
 
     def predict_realtime(self, source: int | str = 0, output: str | None = None, show: bool = True,
                          smoothing: int = 5, max_frames: int | None = None, detect_every: int = 1) -> dict:
@@ -212,16 +225,50 @@ class EmotionRecognizer:
         return self.predict_faces(image, whole_image_if_no_face=True)[0]["label"]
 
 
+def _face(box: Box, emotions: list[str], probs: np.ndarray) -> dict:
+    face = {"box": box.as_list(), "label": emotions[int(probs.argmax())],
+            "probabilities": {e: round(float(v), 5) for e, v in zip(emotions, probs)}}
+    if box.score is not None:
+        face["score"] = round(float(box.score), 4)
+    if box.landmarks:
+        face["landmarks"] = [[round(x, 1), round(y, 1)] for x, y in box.landmarks]
+    return face
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--ckpt`` and ``--onnx_provider``, for the commands that run a trained model (see ``load_recognizer``)."""
+    """``--ckpt``, ``--onnx_provider`` and the face detector's options, for the commands that run a trained model
+    (see ``load_recognizer``)."""
     parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
     parser.add_argument("--onnx_provider", choices=["cpu", "openvino"], default="cpu",
                         help="runtime for an .onnx --ckpt: ONNX Runtime's own CPU kernels, or its OpenVINO provider "
                              "(Intel CPUs; twice as fast in int8 on AMX Xeons; pip install -e '.[openvino]')")
 
 
+    parser.add_argument("--detector", choices=list(DETECTORS), default=DEFAULT_DETECTOR,
+                        help=f"face detector (default: {DEFAULT_DETECTOR}; docs/inference.md compares them)")
+    parser.add_argument("--detector-model", help="the detector's own files instead of the installed ones: a folder "
+                        "with MTCNN's pnet.lz4, rnet.lz4 and onet.lz4, or a Haar cascade .xml")
+    parser.add_argument("--min-face", type=int, help="smallest face searched for, in the image's pixels (larger is "
+                        "faster; default: mtcnn 20, haar 24)")
+    parser.add_argument("--detector-threshold", type=float,
+                        help="lowest detector score kept (default: mtcnn 0.8 of 1; haar keeps every box)")
+    parser.add_argument("--detect-side", type=int,
+                        help="search for faces in images downscaled to this longer side (faster; default: mtcnn "
+                             "1280, haar 640)")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="crop faces as found, without turning them so that the eyes are level")
+
+
+def detector_from_args(args: argparse.Namespace) -> FaceDetector:
+    """The face detector that ``add_model_options``'s options describe."""
+    options = {"min_size": args.min_face, "threshold": args.detector_threshold, "max_side": args.detect_side,
+               ("weights_dir" if args.detector == "mtcnn" else "cascade"): args.detector_model}
+    return create_detector(args.detector, **{k: v for k, v in options.items() if v is not None})
+
+
 def load_recognizer(args: argparse.Namespace) -> EmotionRecognizer:
-    return EmotionRecognizer.load(args.ckpt, onnx_provider=args.onnx_provider)
+    return EmotionRecognizer.load(args.ckpt, detector=detector_from_args(args), align=args.align,
+                                  onnx_provider=args.onnx_provider)
 
 
 class OnnxClassifier:

@@ -11,25 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fer.api import add_model_options, load_recognizer
-from fer.faces import HaarFaceDetector
 from fer.video import stream
-
-
-def add_detector_options(parser: argparse.ArgumentParser) -> None:
-    """The face search's speed options, shared by ``fer stream`` and ``fer bench infer``."""
-    parser.add_argument("--detect-every", type=int, default=1, help="search for faces every Nth frame only")
-    parser.add_argument("--detect-side", type=int,
-                        help="search for faces in frames downscaled to this longer side (faster; default 640)")
-    parser.add_argument("--min-face", type=int,
-                        help="smallest face searched for, in the frame's pixels (faster when larger; default 24)")
-
-
-def apply_detector_options(detector: HaarFaceDetector, args: argparse.Namespace) -> None:
-    """Set ``--detect-side`` and ``--min-face`` on a ``HaarFaceDetector``."""
-    if args.detect_side:
-        detector.max_side = args.detect_side
-    if args.min_face:
-        detector.min_size = args.min_face
 
 
 def stream_command(argv: Sequence[str]) -> dict:
@@ -40,13 +22,12 @@ def stream_command(argv: Sequence[str]) -> dict:
     parser.add_argument("--show", action="store_true", help="show a window (needs OpenCV with GUI support)")
     parser.add_argument("--smoothing", type=int, default=5, help="frames to average each face's probabilities over")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
-    add_detector_options(parser)
+    parser.add_argument("--detect-every", type=int, default=1, help="search for faces every Nth frame only")
     args = parser.parse_args(argv)
     if args.output is None and not args.show:
         parser.error("nothing to do: give --output FILE and/or --show")
 
     recognizer = load_recognizer(args)
-    apply_detector_options(recognizer.detector, args)
     stats = stream(recognizer, args.source, args.output, args.show, args.smoothing,
                    args.max_frames, args.detect_every)
     print(f"{stats['frames']} frames, {stats['faces']} faces, {stats['fps']:.1f} frames/s"

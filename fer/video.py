@@ -79,7 +79,7 @@ def stream(recognizer, source: int | str = 0, output: str | Path | None = None, 
             start = time.perf_counter()
             gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             if frames % detect_every == 0:
-                boxes = recognizer.find_faces(gray)
+                boxes = recognizer.find_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
             probs = recognizer.classify_faces(gray, boxes)
             probs = smoother(boxes, probs)
             draw(frame, boxes, probs, recognizer.emotions, fps)
