@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# The seed's order. Every label index, checkpoint and report uses it; folder order never decides it.
+# The seed's seven, in its order: the default classes. Every label index, checkpoint and report uses this order;
+# folder order never decides it.
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+# Every emotion a dataset may label: the seven, then contempt (FER+, AffectNet, CK+), an eighth to opt into.
+ALL_EMOTIONS: tuple[str, ...] = (*EMOTIONS, "contempt")
 
 ALIASES: dict[str, str] = {
     "anger": "angry",
@@ -23,6 +26,8 @@ ALIASES: dict[str, str] = {
     "sadness": "sad",
     "surprise": "surprise",
     "surprised": "surprise",
+    "contempt": "contempt",
+    "contemptuous": "contempt",
 }
 
 # Label indices of the original Kaggle fer2013.csv.
@@ -35,13 +40,13 @@ def canonical_emotion(name: str) -> str | None:
 
 
 def check_emotions(emotions: Sequence[str]) -> list[str]:
-    """Validate a configured subset of emotions and return it in canonical order."""
+    """Validate a configured subset of ``ALL_EMOTIONS`` and return it in canonical order."""
     resolved = []
     for name in emotions:
         canonical = canonical_emotion(name)
         if canonical is None:
-            raise ValueError(f"Unknown emotion {name!r} in `emotions`; expected a subset of {list(EMOTIONS)}")
+            raise ValueError(f"Unknown emotion {name!r} in `emotions`; expected a subset of {list(ALL_EMOTIONS)}")
         resolved.append(canonical)
     if len(set(resolved)) != len(resolved) or len(resolved) < 2:
         raise ValueError(f"`emotions` must name at least two distinct emotions, got {list(emotions)}")
-    return [e for e in EMOTIONS if e in resolved]
+    return [e for e in ALL_EMOTIONS if e in resolved]

@@ -146,9 +146,17 @@ def test_non_image_file(tmp_path):
 
 
 def test_unknown_emotion_folder(tmp_path):
-    make_tree(tmp_path, {"happy": 10, "contempt": 20})
-    with pytest.raises(FERDataError, match=r"contempt.*unknown emotion folder.*angry"):
+    make_tree(tmp_path, {"happy": 10, "bored": 20})
+    with pytest.raises(FERDataError, match=r"bored.*unknown emotion folder.*angry.*contempt"):
         loaded(FERDataModule(str(tmp_path), num_workers=0))
+
+
+def test_a_contempt_folder_is_read_only_when_contempt_is_one_of_the_emotions(tmp_path):
+    make_tree(tmp_path, {"happy": 10, "contempt": 20})
+    seven = FERDataModule(str(tmp_path), num_workers=0)
+    assert set(loaded(seven).labels.tolist()) == {seven.emotions.index("happy")}
+    both = FERDataModule(str(tmp_path), emotions=["happy", "contempt"], num_workers=0)
+    assert both.emotions == ["happy", "contempt"] and set(loaded(both).labels.tolist()) == {0, 1}
 
 
 def test_empty_split(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from fer.data.ferplus import LabelMode, has_split, is_ferplus, load_ferplus_split
 from fer.data.reading import (
     EXPECTED_LAYOUT,
     FaceTable,
@@ -24,11 +25,12 @@ from fer.data.reading import (
     read_image,
 )
 from fer.data.synthetic import cache_root, make_synthetic_dataset
-from fer.emotions import EMOTIONS, check_emotions
+from fer.emotions import ALL_EMOTIONS, EMOTIONS, check_emotions
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
+DataFormat = Literal["auto", "folders", "fer2013_csv", "ferplus"]
 
 
 @dataclass
@@ -92,6 +94,13 @@ class FERDataModule(L.LightningDataModule):
         synthetic_difficulty: how far the synthetic faces vary around each emotion's face (pose, lighting, noise
             and the features themselves): 1 as drawn for the tests, below 1 easier.
         predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
+        format: the layout of ``data_dir``: ``auto`` detects it from its files; ``folders`` (``<split>/<emotion>/*``),
+            ``fer2013_csv`` (Kaggle's ``fer2013.csv``) or ``ferplus`` (FER+'s folders with ``label.csv``, or
+            ``fer2013.csv`` with ``fer2013new.csv``) say it.
+        label_mode: for data with votes (FER+): ``majority``, the reference rule (drop single votes, keep a face
+            whose top emotion has more than half of the rest; 8 classes with ``contempt``), or ``probability``, the
+            vote distribution as soft training targets (Barsoum et al., ICMI 2016). Validation and test always
+            use the majority labels.
         split_dirs: folders of individual splits (``train``, ``validation``, ``test``) that live outside
             ``data_dir``, e.g. ``{test: /data/other/test}``.
         teacher: a trained checkpoint (same emotions; any input size), or a list of them (an ensemble: their
@@ -123,6 +132,8 @@ class FERDataModule(L.LightningDataModule):
         synthetic_difficulty: float = 1.0,
         predict_path: str | None = None,
         split_dirs: dict[str, str] | None = None,
+        format: DataFormat = "auto",
+        label_mode: LabelMode = "majority",
         teacher: str | list[str] | None = None,
         teacher_weight: float = 0.5,
         teacher_mode: Literal["fixed", "consistent"] = "fixed",
@@ -142,7 +153,8 @@ class FERDataModule(L.LightningDataModule):
             raise ValueError(f"`data.teacher_mode` must be 'fixed' or 'consistent', got {teacher_mode!r}")
         self.cache_dir = Path(cache_dir) if cache_dir else (cache_root() / "decoded" if cache else None)
         self.tables: dict[str, FaceTable] = {}
-        self.train_targets: torch.Tensor | None = None
+        self.train_targets: torch.Tensor | None = None  # soft training targets: votes (label_mode), teachers
+        self.teacher_blended = False  # teacher_mode fixed: the teachers' probabilities are in train_targets
         # teacher_mode consistent: the teachers' mean probabilities of a batch of faces (fer.training.TeacherTargets)
         self.batch_teacher: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.predict_files: list[str] = []
@@ -155,15 +167,26 @@ class FERDataModule(L.LightningDataModule):
         root = Path(self.hparams.data_dir).expanduser()
         if not root.exists():
             raise FERDataError(f"data_dir {root}: not found. Expected layout:\n{EXPECTED_LAYOUT}")
-        if root.is_dir() and not (root / "train").is_dir() and (root / "fer2013.csv").is_file():
+        if self._format(root) == "fer2013_csv" and root.is_dir():
             return root / "fer2013.csv"
         return root
+
+    def _format(self, root: Path) -> str:
+        """The layout of ``root``: ``data.format``, or what its files show."""
+        if self.hparams.format != "auto":
+            return self.hparams.format
+        if root.is_dir() and is_ferplus(root):
+            return "ferplus"
+        if root.suffix.lower() == ".csv" or (root.is_dir() and not (root / "train").is_dir()
+                                             and (root / "fer2013.csv").is_file()):
+            return "fer2013_csv"
+        return "folders"
 
     def _load(self, split: str) -> FaceTable | None:
         """A split with labels indexing ``self.emotions``, or None if the data has no such split."""
         table = self._load_canonical(split)
         if table is not None:
-            lut = torch.tensor([self.emotions.index(e) if e in self.emotions else -1 for e in EMOTIONS])
+            lut = torch.tensor([self.emotions.index(e) if e in self.emotions else -1 for e in ALL_EMOTIONS])
             table.labels = lut[table.labels]
         return table
 
@@ -177,6 +200,12 @@ class FERDataModule(L.LightningDataModule):
                 raise FERDataError("Set data.data_dir, or data.split_dirs.train, to the training images")
             return None
         root = self._root()
+        if self._format(root) == "ferplus":
+            if split != "train" and not has_split(root, split):
+                return None
+            mode = self.hparams.label_mode if split == "train" else "majority"
+            return load_ferplus_split(root, split, self.emotions, size, mode, self.cache_dir,
+                                      self.hparams.skip_bad_files)
         if root.is_file():
             if root.suffix.lower() != ".csv":
                 raise FERDataError(f"data_dir {root}: expected a folder or a fer2013.csv file")
@@ -203,6 +232,8 @@ class FERDataModule(L.LightningDataModule):
                 log.info("No validation split: holding out %d of %d training images", len(v), len(train))
                 train, val = train.subset(t), train.subset(v)
             self.tables.update(train=train, validation=val)
+            if self.hparams.label_mode == "probability" and train.soft is not None:
+                self.train_targets = train.soft[:, [ALL_EMOTIONS.index(e) for e in self.emotions]]
         if stage == "test" and "test" not in self.tables:
             test = self._load("test")
             if test is None:
@@ -220,8 +251,10 @@ class FERDataModule(L.LightningDataModule):
         return [] if not teachers else [teachers] if isinstance(teachers, str) else list(teachers)
 
     def _blend(self, labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """``teacher_weight`` of the teachers' probabilities, the rest of the labels (hard, or soft: (N, classes))."""
         w = self.hparams.teacher_weight
-        return (1 - w) * torch.nn.functional.one_hot(labels, len(self.emotions)).to(probs) + w * probs
+        targets = labels if labels.ndim == 2 else torch.nn.functional.one_hot(labels, len(self.emotions))
+        return (1 - w) * targets.to(probs) + w * probs
 
     def set_teacher_probabilities(self, probs: torch.Tensor) -> None:
         """Train on the blend of each training face's label and ``probs`` (N, emotions), the teachers' mean
@@ -229,7 +262,8 @@ class FERDataModule(L.LightningDataModule):
         labels = self.tables["train"].labels
         agree = (probs.argmax(-1) == labels).float().mean()
         log.info("Teacher %s agrees with %.1f%% of the training labels", ", ".join(self.teacher_paths), 100 * agree)
-        self.train_targets = self._blend(labels, probs)
+        self.train_targets = self._blend(labels if self.train_targets is None else self.train_targets, probs)
+        self.teacher_blended = True
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """With ``teacher_mode: consistent``, a training batch's labels become the blend of label and teachers'
@@ -290,7 +324,7 @@ class FERDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        if self.teacher_paths and self.train_targets is None and self.batch_teacher is None:
+        if self.teacher_paths and not self.teacher_blended and self.batch_teacher is None:
             raise FERDataError(f"data.teacher {', '.join(self.teacher_paths)}: the teachers' probabilities were not "
                                "computed; train with fer.training.Trainer (the CLI's), which computes them")
         return self._loader("train", train=True)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.progress import track
 
-from fer.emotions import EMOTIONS, FER2013_CSV_ORDER, canonical_emotion
+from fer.emotions import ALL_EMOTIONS, FER2013_CSV_ORDER, canonical_emotion
 from fer.errors import FERError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,9 @@ EXPECTED_LAYOUT = """\
     validation/<emotion>/*         (or val/; optional: else a stratified split of train/)
     test/<emotion>/*               (optional)
   or a Kaggle fer2013.csv (columns emotion,pixels,Usage) given as data_dir or inside it.
-  <emotion> is one of: """ + ", ".join(EMOTIONS) + " (case-insensitive; aliases such as happiness, sadness accepted)"
+  or FER+: FER2013Train/, FER2013Valid/, FER2013Test/ with their label.csv, or fer2013.csv beside fer2013new.csv.
+  <emotion> is one of: """ + ", ".join(ALL_EMOTIONS) + (
+    " (case-insensitive; aliases such as happiness, sadness accepted)")
 
 
 class FERDataError(FERError, ValueError):
@@ -52,17 +54,20 @@ class FERDataError(FERError, ValueError):
 
 @dataclass
 class FaceTable:
-    """Decoded faces of one split: ``images`` (N, H, W) uint8, ``labels`` (N,) int64 in ``EMOTIONS`` order."""
+    """Decoded faces of one split: ``images`` (N, H, W) uint8, ``labels`` (N,) int64 indexing ``ALL_EMOTIONS``, and
+    where the dataset has them, ``soft`` (N, len(ALL_EMOTIONS)) label distributions (annotators' votes)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     paths: list[str]
+    soft: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> FaceTable:
-        return FaceTable(self.images[index], self.labels[index], [self.paths[i] for i in index.tolist()])
+        soft = None if self.soft is None else self.soft[index]
+        return FaceTable(self.images[index], self.labels[index], [self.paths[i] for i in index.tolist()], soft)
 
 
 @contextmanager
@@ -141,7 +146,7 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def list_split(split_dir: Path, emotions: Sequence[str]) -> list[tuple[Path, int]]:
-    """Image files of a ``<split>/<emotion>/*`` folder with their ``EMOTIONS`` index.
+    """Image files of a ``<split>/<emotion>/*`` folder with their ``ALL_EMOTIONS`` index.
 
     Folders of known emotions outside ``emotions`` are left out; unknown folders are an error.
     """
@@ -158,7 +163,7 @@ def list_split(split_dir: Path, emotions: Sequence[str]) -> list[tuple[Path, int
         emotion = canonical_emotion(entry.name)
         if emotion is None:
             raise FERDataError(
-                f"{entry}: unknown emotion folder {entry.name!r}; expected one of {list(EMOTIONS)} "
+                f"{entry}: unknown emotion folder {entry.name!r}; expected one of {list(ALL_EMOTIONS)} "
                 "(case-insensitive, aliases such as 'happiness' or 'surprised' accepted)"
             )
         if emotion not in emotions:
@@ -170,7 +175,7 @@ def list_split(split_dir: Path, emotions: Sequence[str]) -> list[tuple[Path, int
                 if name.startswith("."):
                     continue
                 if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                    files.append((Path(root) / name, EMOTIONS.index(emotion)))
+                    files.append((Path(root) / name, ALL_EMOTIONS.index(emotion)))
                 else:
                     ignored += 1
     if ignored:
@@ -294,7 +299,7 @@ def load_csv_split(
             if face.shape[0] != image_size:
                 face = np.asarray(Image.fromarray(face).resize((image_size, image_size), Image.Resampling.BILINEAR))
             images.append(face)
-            labels.append(EMOTIONS.index(emotion))
+            labels.append(ALL_EMOTIONS.index(emotion))
             paths.append(f"{csv_path}:{line}")
         if not images:
             raise FERDataError(f"{csv_path}: no rows with Usage={CSV_USAGE[split]} for emotions {list(emotions)}")

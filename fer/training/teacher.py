@@ -56,7 +56,7 @@ class TeacherTargets(L.Callback):
         dm = trainer.datamodule
         if stage != "fit" or not isinstance(dm, FERDataModule) or not dm.teacher_paths:
             return
-        if dm.hparams.teacher_mode == "fixed" and dm.train_targets is None:
+        if dm.hparams.teacher_mode == "fixed" and not dm.teacher_blended:
             images = dm.tables["train"].images
             probs = torch.stack([teacher_probabilities(t, images, dm.emotions) for t in dm.teacher_paths]).mean(0)
             dm.set_teacher_probabilities(probs)
