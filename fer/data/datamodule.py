@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from fer.data.ferplus import LabelMode, has_split, is_ferplus, load_ferplus_split
+from fer.data.listed import is_affectnet, is_rafdb, load_affectnet_split, load_rafdb_split
 from fer.data.reading import (
     EXPECTED_LAYOUT,
     FaceTable,
@@ -25,12 +26,12 @@ from fer.data.reading import (
     read_image,
 )
 from fer.data.synthetic import cache_root, make_synthetic_dataset
-from fer.emotions import ALL_EMOTIONS, EMOTIONS, check_emotions
+from fer.emotions import ALL_EMOTIONS, EMOTIONS, canonical_emotion, check_emotions
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
-DataFormat = Literal["auto", "folders", "fer2013_csv", "ferplus"]
+DataFormat = Literal["auto", "folders", "emotion_folders", "fer2013_csv", "ferplus", "rafdb", "affectnet"]
 
 
 @dataclass
@@ -94,9 +95,11 @@ class FERDataModule(L.LightningDataModule):
         synthetic_difficulty: how far the synthetic faces vary around each emotion's face (pose, lighting, noise
             and the features themselves): 1 as drawn for the tests, below 1 easier.
         predict_path: image file or folder ``predict`` runs on (default: the test split, else validation).
-        format: the layout of ``data_dir``: ``auto`` detects it from its files; ``folders`` (``<split>/<emotion>/*``),
-            ``fer2013_csv`` (Kaggle's ``fer2013.csv``) or ``ferplus`` (FER+'s folders with ``label.csv``, or
-            ``fer2013.csv`` with ``fer2013new.csv``) say it.
+        format: the layout of ``data_dir`` (docs/data.md): ``auto`` detects it from its files; ``folders``
+            (``<split>/<emotion>/*``), ``emotion_folders`` (``<emotion>/*`` alone, as CK+ is: one split),
+            ``fer2013_csv`` (Kaggle's ``fer2013.csv``), ``ferplus`` (FER+'s folders with ``label.csv``, or
+            ``fer2013.csv`` with ``fer2013new.csv``), ``rafdb`` (RAF-DB basic) or ``affectnet`` (AffectNet's
+            manual annotations) say it.
         label_mode: for data with votes (FER+): ``majority``, the reference rule (drop single votes, keep a face
             whose top emotion has more than half of the rest; 8 classes with ``contempt``), or ``probability``, the
             vote distribution as soft training targets (Barsoum et al., ICMI 2016). Validation and test always
@@ -175,11 +178,16 @@ class FERDataModule(L.LightningDataModule):
         """The layout of ``root``: ``data.format``, or what its files show."""
         if self.hparams.format != "auto":
             return self.hparams.format
-        if root.is_dir() and is_ferplus(root):
-            return "ferplus"
+        if root.is_dir():
+            for name, found in (("ferplus", is_ferplus), ("rafdb", is_rafdb), ("affectnet", is_affectnet)):
+                if found(root):
+                    return name
         if root.suffix.lower() == ".csv" or (root.is_dir() and not (root / "train").is_dir()
                                              and (root / "fer2013.csv").is_file()):
             return "fer2013_csv"
+        if root.is_dir() and not (root / "train").is_dir() and any(
+                canonical_emotion(d.name) for d in root.iterdir() if d.is_dir()):
+            return "emotion_folders"
         return "folders"
 
     def _load(self, split: str) -> FaceTable | None:
@@ -206,6 +214,16 @@ class FERDataModule(L.LightningDataModule):
             mode = self.hparams.label_mode if split == "train" else "majority"
             return load_ferplus_split(root, split, self.emotions, size, mode, self.cache_dir,
                                       self.hparams.skip_bad_files)
+        listed = {"rafdb": load_rafdb_split, "affectnet": load_affectnet_split}.get(self._format(root))
+        if listed:
+            table = listed(root, split, self.emotions, size, self.cache_dir, self.hparams.skip_bad_files)
+            if table is None and split == "train":
+                raise FERDataError(f"{root}: no training faces")
+            return table
+        if self._format(root) == "emotion_folders":  # one split: training (validation split from it), or `test`
+            if split == "validation":
+                return None
+            return load_folder_split(root, self.emotions, size, self.cache_dir, self.hparams.skip_bad_files)
         if root.is_file():
             if root.suffix.lower() != ".csv":
                 raise FERDataError(f"data_dir {root}: expected a folder or a fer2013.csv file")

@@ -16,19 +16,9 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from rich.progress import track
 
-from fer.data.reading import (
-    CSV_USAGE,
-    FaceTable,
-    FERDataError,
-    _cache_path,
-    _load_cached,
-    _parse_row,
-    _read_csv_rows,
-    _store_cache,
-    read_image,
-)
+from fer.data.listed import ListedFace, decode_listed
+from fer.data.reading import CSV_USAGE, FaceTable, FERDataError, _parse_row, _read_csv_rows
 from fer.emotions import ALL_EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -122,7 +112,7 @@ def load_ferplus_split(root: Path, split: str, emotions: list[str], image_size: 
     labels = folder / LABEL_FILE
     if not labels.is_file():
         raise FERDataError(f"{labels}: not found; a FER+ split is a folder of fer*.png with Microsoft's label.csv")
-    rows = []
+    faces = []
     with open(labels, newline="") as f:
         for line, row in enumerate(csv.reader(f), start=1):
             if not row:
@@ -131,33 +121,9 @@ def load_ferplus_split(root: Path, split: str, emotions: list[str], image_size: 
             if len(row) != 2 + len(VOTE_COLUMNS):
                 raise FERDataError(f"{where}: malformed vote row: {len(row)} fields; expected the file name, the face "
                                    f"box and 10 votes")
-            rows.append((folder / row[0], _votes(row[2:], where), where))
-    key = [f"{p.name}\t{p.stat().st_size if p.is_file() else -1}\t{','.join(map(str, v))}" for p, v, _ in rows]
-    cache = _cache_path(cache_dir, labels, ["ferplus", *key], image_size) if cache_dir else None
-    payload = _load_cached(cache)
-    if payload is None:
-        images, votes, paths, bad = [], [], [], []
-        for path, vote, where in track(rows, description=f"Decoding {folder.name}/", transient=True):
-            try:
-                if not path.is_file():
-                    raise FERDataError(f"{where}: references {path.name}, which is not in {folder}")
-                images.append(read_image(path, image_size))
-            except FERDataError as e:
-                if not skip_bad_files:
-                    raise FERDataError(f"{e}\n(set `data.skip_bad_files: true` to skip such files)") from e
-                bad.append(str(e))
-                continue
-            votes.append(vote)
-            paths.append(str(path))
-        if not paths:
-            raise FERDataError(f"{folder}: no readable faces left after skipping {len(bad)}")
-        # tensors only: the cache is read back with torch.load(weights_only=True)
-        payload = {"images": torch.from_numpy(np.stack(images)), "votes": torch.from_numpy(np.stack(votes)),
-                   "paths": paths, "bad": bad}
-        _store_cache(cache, payload)
-    if payload["bad"]:
-        log.warning("%s: skipped %d faces, e.g. %s", folder, len(payload["bad"]), payload["bad"][0])
-    return _table(payload["images"], payload["votes"].numpy(), payload["paths"], emotions, mode, labels)
+            faces.append(ListedFace(folder / row[0], _votes(row[2:], where), where))
+    images, kept, paths = decode_listed(faces, labels, image_size, cache_dir, skip_bad_files)
+    return _table(images, np.stack([faces[i].value for i in kept]), paths, emotions, mode, labels)
 
 
 def _from_csv(root: Path, split: str, image_size: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:
