@@ -181,12 +181,19 @@ class EmotionRecognizer:
     # -- prediction --------------------------------------------------------------------------------------------
     def _classify(self, crops: list[np.ndarray]) -> np.ndarray:
         """Probabilities (N, emotions) of grayscale face crops, in one batch."""
-        faces = np.stack([image_to_array(Image.fromarray(c), self.image_size) for c in crops])
-        faces = faces[:, None].astype(np.float32) / 255
-        if self.onnx:
-            return self.onnx(faces)
-        with torch.inference_mode():
-            return self.module.eval().probabilities(torch.from_numpy(faces)).numpy()
+        return self.face_probabilities(np.stack([image_to_array(Image.fromarray(c), self.image_size) for c in crops]))
+
+    def face_probabilities(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Probabilities (N, emotions) of (N, S, S) uint8 faces already at the model's input size."""
+        out = []
+        for i in range(0, len(faces), batch_size):
+            batch = np.asarray(faces[i:i + batch_size])[:, None].astype(np.float32) / 255
+            if self.onnx:
+                out.append(self.onnx(batch))
+            else:
+                with torch.inference_mode():
+                    out.append(self.module.eval().probabilities(torch.from_numpy(batch)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.emotions)), np.float32)
 
     def find_faces(self, image: np.ndarray, whole_image_if_no_face: bool = False) -> list[Box]:
         """Boxes of the faces in a uint8 image, (H, W, 3) RGB or (H, W) grayscale, largest first."""

@@ -1,19 +1,25 @@
 """Command line: ``python -m fer {fit,validate,test,predict} --config configs/….yaml`` (LightningCLI), plus
-``convert-csv``, ``bench``, ``ablate``, ``detect``, ``export``, ``stream`` and ``serve``."""
+``convert-csv``, ``check-data``, ``bench``, ``ablate``, ``detect``, ``evaluate``, ``export``, ``stream`` and
+``serve``."""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fer.ablate import ablate
 from fer.bench import bench_command
+from fer.data import FERDataModule
+from fer.data.quality import duplicates
 from fer.data.reading import convert_csv
 from fer.detect import detect_command
+from fer.emotions import ALL_EMOTIONS
 from fer.errors import FERError
+from fer.evaluate import evaluate_command
 from fer.export import export_command
 from fer.serve import serve_command
 from fer.stream import stream_command
@@ -32,11 +38,27 @@ def convert_csv_command(argv: Sequence[str]) -> None:
     print(", ".join(f"{split}: {n} images" for split, n in counts.items()), f"written under {args.out_dir}")
 
 
+def check_data_command(argv: Sequence[str]) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="fer check-data", description="Exact-duplicate faces within and across the splits of a dataset."
+    )
+    parser.add_argument("data_dir", help="a dataset in any layout of docs/data.md")
+    parser.add_argument("--image_size", type=int, default=48, help="side the faces are decoded at (default 48)")
+    args = parser.parse_args(argv)
+    dm = FERDataModule(args.data_dir, emotions=list(ALL_EMOTIONS), image_size=args.image_size, num_workers=0)
+    tables = {s: t for s in ("train", "validation", "test") if (t := dm.load_split(s)) is not None}
+    report = duplicates(tables)
+    print(json.dumps(report, indent=2))
+    return report
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "convert-csv": convert_csv_command,
+    "check-data": check_data_command,
     "bench": bench_command,
     "ablate": ablate,
     "detect": detect_command,
+    "evaluate": evaluate_command,
     "export": export_command,
     "stream": stream_command,
     "serve": serve_command,

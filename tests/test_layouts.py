@@ -2,6 +2,7 @@
 in each exact format. A face's brightness encodes its emotion, so labels can be checked against pixels."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,46 @@ def test_ckplus_emotion_folders_alone_are_one_split(tmp_path):
     assert len(dm.tables["train"]) + len(dm.tables["validation"]) == 42
     check_labels(dm, "train")
     check_labels(loaded(root, "test"), "test")
+
+
+def test_evaluate_compares_on_shared_emotions_and_counts_the_rest(trained, tmp_path):
+    """The conftest model knows six emotions (not disgust): a CK+-style set's disgust and contempt are left out."""
+    from fer.cli import main
+
+    recognizer, _ = trained
+    checkpoint = tmp_path / "six.ckpt"
+    recognizer.save(str(checkpoint))
+    root = tmp_path / "ckplus"
+    for emotion in ("anger", "contempt", "disgust", "happy", "surprise"):
+        (root / emotion).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((48, 48), 30 * i, np.uint8)).save(root / emotion / f"{i}.png")
+    rows = main(["evaluate", str(root), "--ckpt", str(checkpoint), "--json", str(tmp_path / "out.json")])
+    (row,) = rows
+    assert row["split"] == "test" and row["faces"] == 12 and row["emotions"] == ["angry", "happy", "surprise"]
+    assert sum(row["left_out"].values()) == 8 and set(row["per_class_recall"]) == {"angry", "happy", "surprise"}
+    assert sum(map(sum, row["confusion_matrix"]["counts"])) == 12
+    assert json.loads((tmp_path / "out.json").read_text()) == rows
+    (shared,) = main(["evaluate", str(root), "--ckpt", str(checkpoint), "--shared-only"])
+    columns = [row["confusion_matrix"]["columns"].index(e) for e in ("angry", "happy", "surprise")]
+    answered = np.array(shared["confusion_matrix"]["counts"]).sum(0)
+    assert answered.sum() == answered[columns].sum() == 12  # only the three shared emotions are answered
+    only_contempt = tmp_path / "contempt_only"
+    (only_contempt / "contempt").mkdir(parents=True)
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(only_contempt / "contempt" / "0.png")
+    with pytest.raises(SystemExit, match="share none with the model's"):
+        main(["evaluate", str(only_contempt), "--ckpt", str(checkpoint)])
+
+
+def test_check_data_counts_exact_copies_within_and_across_splits(tmp_path):
+    from fer.cli import main
+
+    for split, faces in {"train": [("happy", 1), ("happy", 1), ("sad", 1), ("sad", 2)],
+                         "validation": [("happy", 1), ("angry", 2), ("angry", 3)]}.items():
+        for i, (emotion, value) in enumerate(faces):
+            (tmp_path / split / emotion).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((48, 48), 40 * value, np.uint8)).save(tmp_path / split / emotion / f"{i}.png")
+    report = main(["check-data", str(tmp_path)])
+    assert report["within"]["train"] == {"faces": 4, "copies": 2, "copied_faces_with_several_labels": 1}
+    assert report["within"]["validation"]["copies"] == 0
+    assert report["across"]["validation in train"] == {"faces": 2, "with_another_label": 1}

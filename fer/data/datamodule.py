@@ -190,7 +190,7 @@ class FERDataModule(L.LightningDataModule):
             return "emotion_folders"
         return "folders"
 
-    def _load(self, split: str) -> FaceTable | None:
+    def load_split(self, split: str) -> FaceTable | None:
         """A split with labels indexing ``self.emotions``, or None if the data has no such split."""
         table = self._load_canonical(split)
         if table is not None:
@@ -244,7 +244,7 @@ class FERDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and "validation" not in self.tables:
-            train, val = self._load("train"), self._load("validation")
+            train, val = self.load_split("train"), self.load_split("validation")
             if val is None:
                 t, v = stratified_split(train.labels, self.hparams.val_fraction, self.hparams.split_seed)
                 log.info("No validation split: holding out %d of %d training images", len(v), len(train))
@@ -253,7 +253,7 @@ class FERDataModule(L.LightningDataModule):
             if self.hparams.label_mode == "probability" and train.soft is not None:
                 self.train_targets = train.soft[:, [ALL_EMOTIONS.index(e) for e in self.emotions]]
         if stage == "test" and "test" not in self.tables:
-            test = self._load("test")
+            test = self.load_split("test")
             if test is None:
                 raise FERDataError(
                     f"{self.hparams.data_dir}: no test split (test/ folder, PrivateTest rows or data.split_dirs.test)"
@@ -296,7 +296,7 @@ class FERDataModule(L.LightningDataModule):
     def _setup_predict(self) -> None:
         path = self.hparams.predict_path
         if path is None:
-            table = self._load("test") or self._load("validation")
+            table = self.load_split("test") or self.load_split("validation")
             if table is None:
                 raise FERDataError("Nothing to predict on: set `data.predict_path` to an image or a folder")
         else:
