@@ -166,3 +166,12 @@ def test_check_data_counts_exact_copies_within_and_across_splits(tmp_path):
     assert report["within"]["train"] == {"faces": 4, "copies": 2, "copied_faces_with_several_labels": 1}
     assert report["within"]["validation"]["copies"] == 0
     assert report["across"]["validation in train"] == {"faces": 2, "with_another_label": 1}
+
+
+def test_bad_rows_are_skipped_and_counted_with_skip_bad_files(tmp_path, caplog):
+    root = write_rafdb(tmp_path / "rafdb")
+    labels = root / "EmoLabel" / "list_patition_label.txt"
+    labels.write_text(labels.read_text() + "train_00099.jpg 9\ntrain_00100.jpg\n")
+    dm = loaded(root, skip_bad_files=True)
+    assert len(dm.tables["train"]) + len(dm.tables["validation"]) == 21
+    assert "skipped 2 bad rows" in caplog.text

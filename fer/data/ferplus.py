@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fer.data.listed import ListedFace, decode_listed
+from fer.data.listed import BadRows, ListedFace, decode_listed
 from fer.data.reading import CSV_USAGE, FaceTable, FERDataError, _parse_row, _read_csv_rows
 from fer.emotions import ALL_EMOTIONS
 
@@ -112,16 +112,20 @@ def load_ferplus_split(root: Path, split: str, emotions: list[str], image_size: 
     labels = folder / LABEL_FILE
     if not labels.is_file():
         raise FERDataError(f"{labels}: not found; a FER+ split is a folder of fer*.png with Microsoft's label.csv")
-    faces = []
+    faces, bad = [], BadRows(labels, skip_bad_files)
     with open(labels, newline="") as f:
         for line, row in enumerate(csv.reader(f), start=1):
             if not row:
                 continue
             where = f"{labels}:{line}"
-            if len(row) != 2 + len(VOTE_COLUMNS):
-                raise FERDataError(f"{where}: malformed vote row: {len(row)} fields; expected the file name, the face "
-                                   f"box and 10 votes")
-            faces.append(ListedFace(folder / row[0], _votes(row[2:], where), where))
+            try:
+                if len(row) != 2 + len(VOTE_COLUMNS):
+                    raise FERDataError(f"{where}: malformed vote row: {len(row)} fields; expected the file name, the "
+                                       "face box and 10 votes")
+                faces.append(ListedFace(folder / row[0], _votes(row[2:], where), where))
+            except FERDataError as e:
+                bad(e)
+    bad.report()
     images, kept, paths = decode_listed(faces, labels, image_size, cache_dir, skip_bad_files)
     return _table(images, np.stack([faces[i].value for i in kept]), paths, emotions, mode, labels)
 

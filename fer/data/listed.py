@@ -51,6 +51,22 @@ class ListedFace:
     box: tuple[int, int, int, int] | None = None
 
 
+class BadRows:
+    """A label file's bad rows: raised at once, or with ``skip_bad_files`` counted, logged and skipped."""
+
+    def __init__(self, source: Path, skip: bool) -> None:
+        self.source, self.skip, self.errors = source, skip, []
+
+    def __call__(self, error: FERDataError) -> None:
+        if not self.skip:
+            raise FERDataError(f"{error}\n(set `data.skip_bad_files: true` to skip such rows)") from error
+        self.errors.append(str(error))
+
+    def report(self) -> None:
+        if self.errors:
+            log.warning("%s: skipped %d bad rows, e.g. %s", self.source, len(self.errors), self.errors[0])
+
+
 def decode_listed(faces: list[ListedFace], source: Path, image_size: int, cache_dir: Path | None,
                   skip_bad_files: bool) -> tuple[torch.Tensor, list[int], list[str]]:
     """Decode (or load from the cache) the faces a label file lists: (N, S, S) uint8 images, the indices into
@@ -113,15 +129,16 @@ def load_rafdb_split(root: Path, split: str, emotions: list[str], image_size: in
         return None
     labels = root / RAFDB_LABELS
     aligned = (root / "Image" / "aligned").is_dir()
-    faces = []
+    faces, bad = [], BadRows(labels, skip_bad_files)
     for line, text in enumerate(labels.read_text().splitlines(), start=1):
         if not text.strip():
             continue
         where = f"{labels}:{line}"
         parts = text.split()
         if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) not in RAFDB_CODES:
-            raise FERDataError(f"{where}: expected '<name>.jpg <code>' with a code 1-7 "
-                               f"({', '.join(f'{k} {v}' for k, v in RAFDB_CODES.items())}), got {text!r}")
+            bad(FERDataError(f"{where}: expected '<name>.jpg <code>' with a code 1-7 "
+                             f"({', '.join(f'{k} {v}' for k, v in RAFDB_CODES.items())}), got {text!r}"))
+            continue
         name, code = parts[0], int(parts[1])
         if not name.startswith(f"{split}_"):
             continue
@@ -129,6 +146,7 @@ def load_rafdb_split(root: Path, split: str, emotions: list[str], image_size: in
         file = f"{stem}_aligned.{suffix}" if aligned else name
         path = root / "Image" / ("aligned" if aligned else "original") / file
         faces.append(ListedFace(path, ALL_EMOTIONS.index(RAFDB_CODES[code]), where))
+    bad.report()
     return _table(faces, labels, emotions, image_size, cache_dir, skip_bad_files)
 
 
@@ -146,7 +164,7 @@ def load_affectnet_split(root: Path, split: str, emotions: list[str], image_size
         return None
     images = root / "Manually_Annotated_Images"
     images = images if images.is_dir() else root
-    faces, skipped = [], dict.fromkeys(AFFECTNET_SKIPPED.values(), 0)
+    faces, skipped, bad = [], dict.fromkeys(AFFECTNET_SKIPPED.values(), 0), BadRows(labels, skip_bad_files)
     with open(labels, newline="") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
             where = f"{labels}:{line}"
@@ -154,15 +172,18 @@ def load_affectnet_split(root: Path, split: str, emotions: list[str], image_size
                 code = int(row["expression"])
                 box = tuple(int(float(row[k])) for k in ("face_x", "face_y", "face_width", "face_height"))
             except (KeyError, TypeError, ValueError) as e:
-                raise FERDataError(f"{where}: malformed row ({e!r}); expected the columns subDirectory_filePath, "
-                                   "face_x, face_y, face_width, face_height, facial_landmarks, expression, …") from e
+                bad(FERDataError(f"{where}: malformed row ({e!r}); expected the columns subDirectory_filePath, "
+                                 "face_x, face_y, face_width, face_height, facial_landmarks, expression, …"))
+                continue
             if code in AFFECTNET_SKIPPED:
                 skipped[AFFECTNET_SKIPPED[code]] += 1
                 continue
             if code not in AFFECTNET_CODES:
-                raise FERDataError(f"{where}: unknown expression code {code}; expected 0-10")
+                bad(FERDataError(f"{where}: unknown expression code {code}; expected 0-10"))
+                continue
             faces.append(ListedFace(images / row["subDirectory_filePath"], ALL_EMOTIONS.index(AFFECTNET_CODES[code]),
                                     where, box))
+    bad.report()
     if any(skipped.values()):
         log.info("%s: skipped %s", labels, ", ".join(f"{n} {k}" for k, n in skipped.items() if n))
     return _table(faces, labels, emotions, image_size, cache_dir, skip_bad_files)
