@@ -252,8 +252,12 @@ def test_init_from_starts_fit_from_a_checkpoints_weights_and_is_not_needed_after
     EmotionRecognizer.load(str(tmp_path / "fine_tuned.ckpt"))  # without the file it started from
 
     recognizer.save(str(source))
-    with pytest.raises(ConfigError, match="source.ckpt: its emotions"):
-        EmotionClassifier(backbone=hp.backbone, init_from=str(source)).setup("fit")
+    seven = EmotionClassifier(backbone=hp.backbone, init_from=str(source))  # its six emotions, and disgust
+    seven.load_network_weights(source)
+    mine, theirs = seven.net.state_dict(), recognizer.module.net.state_dict()
+    head = {n for n, p in seven.net.named_parameters() if any(p is q for q in seven.net.get_classifier().parameters())}
+    assert head and all(mine[n].shape[0] == 7 for n in head)  # the classifier starts fresh, for seven classes
+    assert all(torch.equal(mine[n], theirs[n]) for n in mine if n not in head)  # everything else is copied
     with pytest.raises(ConfigError, match="source.ckpt: its weights do not fit backbone 'baseline_se'"):
         EmotionClassifier(backbone="baseline_se", emotions=SIX, init_from=str(source)).setup("fit")
 

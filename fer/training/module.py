@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from fer.models import create_model
 from fer.reports import confusion_figure, write_confusion
 from fer.runs import check_checkpoint
 
+log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")  # ModuleDict keys get a "_" suffix: "train" is an nn.Module attribute
 
 
@@ -267,12 +269,18 @@ class EmotionClassifier(L.LightningModule):
             _check_takes_side(self.net, self.hparams.backbone, self.hparams.in_chans, crop, "data.augment.crop")
 
     def load_network_weights(self, path: str | Path) -> None:
-        """Copy the network weights of checkpoint ``path`` (same architecture and emotions) into this model."""
+        """Copy the network weights of checkpoint ``path`` (same architecture) into this model; when its emotions
+        differ from this model's (a 7-class FER2013 model starting an 8-class FER+ one), all but the classifier,
+        which starts fresh."""
         checkpoint = torch.load(check_checkpoint(path), map_location="cpu", weights_only=False)
         theirs = list(checkpoint.get("hyper_parameters", {}).get("emotions", EMOTIONS))
-        if theirs != self.emotions:
-            raise ConfigError(f"model.init_from {path}: its emotions {theirs} differ from this model's {self.emotions}")
         state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        if theirs != self.emotions:
+            classifier = {id(p) for p in self.net.get_classifier().parameters()}
+            fresh = {name for name, p in self.net.named_parameters() if id(p) in classifier}
+            state = {**state, **{name: p.detach().clone() for name, p in self.net.named_parameters() if name in fresh}}
+            log.info("model.init_from %s: its emotions %s differ from %s; its classifier is left out", path, theirs,
+                     self.emotions)
         try:
             self.net.load_state_dict(state)
         except RuntimeError as e:
