@@ -93,3 +93,12 @@ def face_photo() -> np.ndarray:
     photo[100:260, 200:360] = cv2.resize(face, (160, 160), interpolation=cv2.INTER_CUBIC)
     return photo
 
+
+
+def test_crops_of_very_long_images_stay_small():
+    """OpenCV's warp refuses images of 32,767 pixels a side (a 21 x 26,913 upload classified whole crashed it)."""
+    assert crop(np.zeros((21, 26_913), np.uint8), Box(0, 0, 26_913, 21)).shape == (512, 512)
+    tall = np.zeros((40_000, 100), np.uint8)
+    tall[39_000:39_050, 10:60] = 255
+    face = crop(tall, Box(10, 39_000, 50, 50, landmarks=((20, 39_010), (50, 39_010))), align=True)
+    assert face.shape == (60, 60) and face[30, 30] == 255

@@ -97,16 +97,27 @@ def load_gray(image: str | Path | BinaryIO | Image.Image | np.ndarray, name: str
     return as_gray(load_image(image, name))
 
 
-def crop(gray: np.ndarray, box: Box, margin: float = 0.1, align: bool = False) -> np.ndarray:
+def crop(gray: np.ndarray, box: Box, margin: float = 0.1, align: bool = False, max_side: int = 512) -> np.ndarray:
     """The square of the box's longer side, widened by ``margin`` of it on every side, around the box's centre
     (edges repeated where it leaves the image): FER data are square faces, and a tall box squeezed into a square
-    face would widen it. With ``align`` and a box with landmarks, turned about its centre so the eyes are level."""
-    side = max(1, round(max(box.w, box.h) * (1 + 2 * margin)))
+    face would widen it. With ``align`` and a box with landmarks, turned about its centre so the eyes are level.
+    Crops are at most ``max_side`` pixels a side (the classifier sees 48)."""
+    side = max(1.0, max(box.w, box.h) * (1 + 2 * margin))
     angle = 0.0
     if align and box.landmarks:
         (lx, ly), (rx, ry) = box.landmarks[:2]
         angle = float(np.degrees(np.arctan2(ry - ly, rx - lx)))
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
-    turn = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
-    turn[:, 2] += (side / 2 - cx, side / 2 - cy)  # the box's centre to the middle of the output
-    return cv2.warpAffine(gray, turn, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Only the pixels the turned square can reach, shrunk when larger than needed: OpenCV's warp also refuses
+    # images of 32,767 pixels or more a side.
+    reach = side * 0.71 + 2
+    x0, y0 = max(0, int(cx - reach)), max(0, int(cy - reach))
+    patch = gray[y0:min(gray.shape[0], int(cy + reach) + 1), x0:min(gray.shape[1], int(cx + reach) + 1)]
+    f = min(1.0, max_side / side, 16_384 / max(patch.shape))
+    if f < 1.0:
+        size = (max(1, round(patch.shape[1] * f)), max(1, round(patch.shape[0] * f)))
+        patch = cv2.resize(patch, size, interpolation=cv2.INTER_AREA)
+    centre, out = ((cx - x0) * f, (cy - y0) * f), max(1, round(side * f))
+    turn = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    turn[:, 2] += (out / 2 - centre[0], out / 2 - centre[1])  # the box's centre to the middle of the output
+    return cv2.warpAffine(patch, turn, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
