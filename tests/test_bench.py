@@ -45,8 +45,10 @@ def test_interleaved_latency_takes_turns_and_shows_a_slow_round():
 def test_bench_detect_reports_recall(tiny_tree, capsys):
     main(["bench", "detect", "--split_dir", str(tiny_tree / "validation"), "--samples", "5"])
     out = capsys.readouterr().out
-    result = json.loads(out[out.index("{"):])
-    assert result["samples"] == 5 and 0 <= result["recall"] <= 1 and result["ms_per_640x480_image"] > 0
+    results = json.loads(out[out.index("{\n"):])  # a line per detector as it finishes, then all of them
+    assert set(results) == {"mtcnn", "haar"}
+    for result in results.values():
+        assert result["samples"] == 5 and 0 <= result["recall"] <= 1 and result["ms_per_640x480_image"] > 0
 
 
 @pytest.mark.slow
