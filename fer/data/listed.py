@@ -72,7 +72,7 @@ def decode_listed(faces: list[ListedFace], source: Path, image_size: int, cache_
     """Decode (or load from the cache) the faces a label file lists: (N, S, S) uint8 images, the indices into
     ``faces`` of those decoded, and their paths. A missing or unreadable image, or a box outside its image, stops
     with the label file's line, or with ``skip_bad_files`` is skipped and counted."""
-    key = [f"{f.path}\t{f.box}\t{f.path.stat().st_size if f.path.is_file() else -1}" for f in faces]
+    key = [f"{f.path}\t{f.box}\t{_stamp(f.path)}" for f in faces]
     cache = _cache_path(cache_dir, source, ["listed", *key], image_size) if cache_dir else None
     payload = _load_cached(cache)
     if payload is None:
@@ -94,6 +94,14 @@ def decode_listed(faces: list[ListedFace], source: Path, image_size: int, cache_
         log.warning("%s: skipped %d faces, e.g. %s", source, len(payload["bad"]), payload["bad"][0])
     kept = payload["kept"].tolist()
     return payload["images"], kept, [str(faces[i].path) for i in kept]
+
+
+def _stamp(path: Path) -> str:
+    """Size and modification time, as the folder cache keys its files: a changed image is never served stale."""
+    if not path.is_file():
+        return "missing"
+    st = path.stat()
+    return f"{st.st_size}\t{st.st_mtime_ns}"
 
 
 def _decode(face: ListedFace, image_size: int) -> np.ndarray:
