@@ -33,7 +33,31 @@ from fer.training import EmotionClassifier, Trainer
 from fer.video import stream
 
 ImageLike = str | Path | Image.Image | np.ndarray
-DEFAULT_MODEL = Path(__file__).parent / "weights" / "fer2013_vgg.ckpt"
+WEIGHTS = Path(__file__).parent / "weights"
+# The models that ship inside the package, by the name load() and --ckpt accept (MODEL_CARD.md describes each).
+SHIPPED_MODELS = {
+    "fer2013": WEIGHTS / "fer2013_vgg.ckpt",  # seven emotions, FER2013's labels: the default
+    "ferplus": WEIGHTS / "ferplus_vgg.ckpt",  # eight (contempt too), FER+'s votes
+}
+DEFAULT_MODEL = "fer2013"
+
+
+def model_path(name_or_path: str | Path | None) -> Path:
+    """The file of a shipped model's name (``SHIPPED_MODELS``; ``None``: the default), else the path itself."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    if name not in SHIPPED_MODELS:
+        path = Path(name)
+        if not path.exists() and not path.suffix and len(path.parts) == 1:
+            raise ValueError(f"Unknown model {name!r}: expected a shipped model's name "
+                             f"({', '.join(SHIPPED_MODELS)}) or a checkpoint or .onnx file")
+        return path
+    path = SHIPPED_MODELS[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No {name!r} model at {path}: train one (python -m fer fit --config configs/fast.yaml) and pass "
+            "its checkpoint, e.g. EmotionRecognizer.load('runs/fast/version_0/checkpoints/last.ckpt')"
+        )
+    return path
 
 
 class EmotionRecognizer:
@@ -151,21 +175,14 @@ class EmotionRecognizer:
         partial_file.replace(path)
 
     @classmethod
-    def load(cls, path: str | None = None, detector: str | FaceDetector = DEFAULT_DETECTOR, align: bool = True,
+    def load(cls, path: str | Path | None = None, detector: str | FaceDetector = DEFAULT_DETECTOR, align: bool = True,
              onnx_provider: str = "cpu") -> EmotionRecognizer:
-        """Load a checkpoint written by ``save`` or by training with the CLI, or an ``.onnx`` file from
-        ``python -m fer export`` (then prediction runs on ONNX Runtime, through ``onnx_provider``: see
-        ``OnnxClassifier``; training and evaluation need a checkpoint).
-        Without ``path``: the model that ships with fer (see MODEL_CARD.md). ``detector`` and ``align``: as for
-        ``EmotionRecognizer``."""
-        if path is None:
-            if not DEFAULT_MODEL.is_file():
-                raise FileNotFoundError(
-                    f"No default model at {DEFAULT_MODEL}: train one (python -m fer fit --config "
-                    "configs/fast.yaml) and pass its checkpoint, e.g. EmotionRecognizer.load('runs/fast/"
-                    "version_0/checkpoints/last.ckpt')"
-                )
-            path = DEFAULT_MODEL
+        """Load a model that ships with fer by its name (``"fer2013"``, the default, or ``"ferplus"``: see
+        ``SHIPPED_MODELS`` and MODEL_CARD.md), a checkpoint written by ``save`` or by training with the CLI, or an
+        ``.onnx`` file from ``python -m fer export`` (then prediction runs on ONNX Runtime, through
+        ``onnx_provider``: see ``OnnxClassifier``; training and evaluation need a checkpoint). ``detector`` and
+        ``align``: as for ``EmotionRecognizer``."""
+        path = model_path(path)
         if onnx_provider != "cpu" and not str(path).endswith(".onnx"):
             raise ValueError(f"onnx_provider={onnx_provider!r} runs .onnx exports, and {path} is a checkpoint: export "
                              "it first (python -m fer export --ckpt … --format onnx [--quantize int8 …])")
@@ -245,7 +262,8 @@ def _face(box: Box, emotions: list[str], probs: np.ndarray) -> dict:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--ckpt``, ``--onnx_provider`` and the face detector's options, for the commands that run a trained model
     (see ``load_recognizer``)."""
-    parser.add_argument("--ckpt", help="checkpoint or .onnx file (default: the model shipped with fer)")
+    parser.add_argument("--ckpt", help=f"a shipped model's name ({', '.join(SHIPPED_MODELS)}; default "
+                        f"{DEFAULT_MODEL}) or a checkpoint or .onnx file")
     parser.add_argument("--onnx_provider", choices=["cpu", "openvino"], default="cpu",
                         help="runtime for an .onnx --ckpt: ONNX Runtime's own CPU kernels, or its OpenVINO provider "
                              "(Intel CPUs; twice as fast in int8 on AMX Xeons; pip install -e '.[openvino]')")

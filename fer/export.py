@@ -129,7 +129,8 @@ def export_torchscript(module: EmotionClassifier, path: Path, tta_flip: bool | N
 
 def export_command(argv: Sequence[str]) -> Path:
     parser = argparse.ArgumentParser(prog="fer export", description=__doc__)
-    parser.add_argument("--ckpt", required=True, help="checkpoint from fit or EmotionRecognizer.save")
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint from fit or EmotionRecognizer.save, or a shipped model's name (fer2013, …)")
     parser.add_argument("--format", choices=["onnx", "torchscript", "checkpoint"], default="onnx")
     parser.add_argument("--quantize", choices=["int8"], help="ONNX only: int8 weights and activations")
     parser.add_argument("--calibration_data", help="with --quantize: training data whose faces calibrate the int8 "
@@ -151,14 +152,15 @@ def export_command(argv: Sequence[str]) -> Path:
         parser.error("--tta_flip works with --format onnx or torchscript")
     tta_flip = None if args.tta_flip is None else args.tta_flip == "true"
     suffix = {"onnx": ".onnx", "torchscript": ".pt", "checkpoint": ".slim.ckpt"}[args.format]
-    output = args.output or Path(args.ckpt).with_suffix(suffix)
-    if args.format == "checkpoint":
-        from fer.api import EmotionRecognizer
+    output = args.output or Path(args.ckpt).with_suffix(suffix)  # a shipped model's name: <name><suffix>, here
+    from fer.api import EmotionRecognizer
 
-        EmotionRecognizer.load(args.ckpt).save(str(output), half=args.half)
+    recognizer = EmotionRecognizer.load(args.ckpt)
+    if args.format == "checkpoint":
+        recognizer.save(str(output), half=args.half)
         print(f"Wrote {output}")
         return output
-    module = EmotionClassifier.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)
+    module = recognizer.module
     if args.format == "onnx":
         calibration = calibration_faces(args.calibration_data, module.hparams.image_size) if args.quantize else None
         written = export_onnx(module, output, args.quantize, calibration, tta_flip)

@@ -77,15 +77,27 @@ def test_no_face_gives_an_empty_list_or_the_whole_image(trained):
 def test_load_without_a_path_says_how_to_get_a_model_when_none_ships(monkeypatch, tmp_path):
     import fer.api
 
-    monkeypatch.setattr(fer.api, "DEFAULT_MODEL", tmp_path / "missing.ckpt")
-    with pytest.raises(FileNotFoundError, match="No default model at .*configs/fast.yaml"):
+    monkeypatch.setitem(fer.api.SHIPPED_MODELS, "fer2013", tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError, match="No 'fer2013' model at .*configs/fast.yaml"):
         EmotionRecognizer.load()
+
+
+def test_an_unknown_model_name_lists_the_shipped_ones(tmp_path, monkeypatch):
+    from fer.cli import main
+
+    with pytest.raises(ValueError, match="Unknown model 'ferplsu'.*fer2013, ferplus"):
+        EmotionRecognizer.load("ferplsu")
+    with pytest.raises(ValueError, match="Unknown model 'fastest'"):
+        main(["detect", str(tmp_path), "--ckpt", "fastest"])
+    with pytest.raises(FileNotFoundError):  # a path, however short, is a path
+        EmotionRecognizer.load("missing.ckpt")
 
 
 def test_the_shipped_model_loads_without_a_path_and_reads_a_face(tiny_tree):
     import fer.api
 
-    assert fer.api.DEFAULT_MODEL.stat().st_size <= 20 * 2**20
+    assert fer.api.SHIPPED_MODELS[fer.api.DEFAULT_MODEL].stat().st_size <= 20 * 2**20
+    assert sum(p.stat().st_size for p in fer.api.WEIGHTS.iterdir()) <= 60 * 2**20  # every shipped model, in all
     r = EmotionRecognizer.load()
     assert r.emotions == list(EMOTIONS) and r.module.temperature > 0
     (face,) = r.predict_faces(tiny_tree / "test" / "happy" / "00000.png", whole_image_if_no_face=True)
