@@ -180,7 +180,7 @@ def test_skip_bad_files_warns_and_counts(tmp_path, caplog):
     (tmp_path / "train" / "sad" / "junk.jpg").write_text("junk")
     table = loaded(FERDataModule(str(tmp_path), emotions=["happy", "sad"], num_workers=0, skip_bad_files=True))
     assert len(table) == 6
-    assert "skipped 2 unreadable files" in caplog.text
+    assert "skipped 2 unreadable images" in caplog.text
 
 
 def test_cli_reports_bad_data_before_training(tmp_path):

@@ -13,21 +13,13 @@ from __future__ import annotations
 import csv
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import track
 
-from fer.data.reading import (
-    FaceTable,
-    FERDataError,
-    _cache_path,
-    _load_cached,
-    _store_cache,
-    image_to_array,
-    opened_image,
-)
+from fer.data.reading import FaceTable, FERDataError, decode_cached, image_to_array, opened_image
 from fer.emotions import ALL_EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -72,28 +64,10 @@ def decode_listed(faces: list[ListedFace], source: Path, image_size: int, cache_
     """Decode (or load from the cache) the faces a label file lists: (N, S, S) uint8 images, the indices into
     ``faces`` of those decoded, and their paths. A missing or unreadable image, or a box outside its image, stops
     with the label file's line, or with ``skip_bad_files`` is skipped and counted."""
-    key = [f"{f.path}\t{f.box}\t{_stamp(f.path)}" for f in faces]
-    cache = _cache_path(cache_dir, source, ["listed", *key], image_size) if cache_dir else None
-    payload = _load_cached(cache)
-    if payload is None:
-        images, kept, bad = [], [], []
-        for i, face in enumerate(track(faces, description=f"Decoding {source.name}", transient=True)):
-            try:
-                images.append(_decode(face, image_size))
-            except FERDataError as e:
-                if not skip_bad_files:
-                    raise FERDataError(f"{e}\n(set `data.skip_bad_files: true` to skip such faces)") from e
-                bad.append(str(e))
-                continue
-            kept.append(i)
-        if not kept:
-            raise FERDataError(f"{source}: no readable faces left after skipping {len(bad)}")
-        payload = {"images": torch.from_numpy(np.stack(images)), "kept": torch.tensor(kept), "bad": bad}
-        _store_cache(cache, payload)
-    if payload["bad"]:
-        log.warning("%s: skipped %d faces, e.g. %s", source, len(payload["bad"]), payload["bad"][0])
-    kept = payload["kept"].tolist()
-    return payload["images"], kept, [str(faces[i].path) for i in kept]
+    key = ["listed", *(f"{f.path}\t{f.box}\t{_stamp(f.path)}" for f in faces)]
+    images, kept = decode_cached(faces, partial(_decode, image_size=image_size), source, key, image_size, cache_dir,
+                                 skip_bad_files)
+    return images, kept, [str(faces[i].path) for i in kept]
 
 
 def _stamp(path: Path) -> str:

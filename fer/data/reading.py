@@ -13,11 +13,11 @@ import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import torch
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 # Faces are small; anything this large is a decompression bomb or a mistake, not a face crop.
 MAX_IMAGE_PIXELS = 64_000_000
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+T = TypeVar("T")
 CSV_USAGE = {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}
 
 EXPECTED_LAYOUT = """\
@@ -217,6 +218,33 @@ def _store_cache(path: Path | None, payload: dict) -> None:
         log.warning("Could not write the image cache %s (%s); images will be decoded again next time", path, e)
 
 
+def decode_cached(items: Sequence[T], decode: Callable[[T], np.ndarray], source: Path, key: list[str],
+                  image_size: int, cache_dir: Path | None, skip_bad_files: bool) -> tuple[torch.Tensor, list[int]]:
+    """Decode each item with a progress bar, or load the result from the cache under ``key``: (N, S, S) uint8
+    images and the indices of the items they are. An item ``decode`` fails on (``FERDataError``) stops the
+    loading, or with ``skip_bad_files`` is skipped and counted."""
+    cache = _cache_path(cache_dir, source, key, image_size) if cache_dir else None
+    payload = _load_cached(cache)
+    if payload is None:
+        images, kept, bad = [], [], []
+        for i, item in enumerate(track(items, description=f"Decoding {source.name}", transient=True)):
+            try:
+                images.append(decode(item))
+            except FERDataError as e:
+                if not skip_bad_files:
+                    raise FERDataError(f"{e}\n(set `data.skip_bad_files: true` to skip unreadable images)") from e
+                bad.append(str(e))
+                continue
+            kept.append(i)
+        if not kept:
+            raise FERDataError(f"{source}: no readable images left after skipping {len(bad)}")
+        payload = {"images": torch.from_numpy(np.stack(images)), "kept": torch.tensor(kept), "bad": bad}
+        _store_cache(cache, payload)
+    if payload["bad"]:
+        log.warning("%s: skipped %d unreadable images, e.g. %s", source, len(payload["bad"]), payload["bad"][0])
+    return payload["images"], payload["kept"].tolist()
+
+
 def load_folder_split(
     split_dir: Path,
     emotions: Sequence[str],
@@ -230,34 +258,9 @@ def load_folder_split(
     for path, label in files:
         st = path.stat()
         key.append(f"{path.relative_to(split_dir)}\t{label}\t{st.st_size}\t{st.st_mtime_ns}")
-    cache = _cache_path(cache_dir, split_dir, key, image_size) if cache_dir else None
-    payload = _load_cached(cache)
-    if payload is None:
-        images, labels, paths, bad = [], [], [], []
-        for path, label in track(files, description=f"Decoding {split_dir.name}/", transient=True):
-            try:
-                images.append(read_image(path, image_size))
-            except FERDataError as e:
-                if not skip_bad_files:
-                    raise FERDataError(f"{e}\n(set `data.skip_bad_files: true` to skip unreadable files)") from e
-                bad.append(str(e))
-                continue
-            labels.append(label)
-            paths.append(str(path))
-        payload = {
-            "images": torch.from_numpy(np.stack(images)) if images else torch.empty(0, image_size, image_size),
-            "labels": torch.tensor(labels, dtype=torch.int64),
-            "paths": paths,
-            "bad": bad,
-        }
-        _store_cache(cache, payload)
-    if payload["bad"]:
-        log.warning(
-            "%s: skipped %d unreadable files, e.g. %s", split_dir, len(payload["bad"]), payload["bad"][0]
-        )
-    if not payload["paths"]:
-        raise FERDataError(f"{split_dir}: no readable images left after skipping {len(payload['bad'])} bad files")
-    return FaceTable(payload["images"], payload["labels"], payload["paths"])
+    images, kept = decode_cached(files, lambda file: read_image(file[0], image_size), split_dir, key, image_size,
+                                 cache_dir, skip_bad_files)
+    return FaceTable(images, torch.tensor([files[i][1] for i in kept]), [str(files[i][0]) for i in kept])
 
 
 def _read_csv_rows(csv_path: Path):
