@@ -29,7 +29,7 @@ from fer.faces import (
     load_image,
 )
 from fer.reports import write_confusion
-from fer.training import EmotionClassifier, Trainer
+from fer.training import EmotionClassifier, Trainer, ensemble_of
 from fer.video import stream
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -186,11 +186,24 @@ class EmotionRecognizer:
         if onnx_provider != "cpu" and not str(path).endswith(".onnx"):
             raise ValueError(f"onnx_provider={onnx_provider!r} runs .onnx exports, and {path} is a checkpoint: export "
                              "it first (python -m fer export --ckpt … --format onnx [--quantize int8 …])")
-        recognizer = cls.__new__(cls)
         if str(path).endswith(".onnx"):
-            recognizer.onnx, recognizer.module = OnnxClassifier(path, provider=onnx_provider), None
-        else:
-            recognizer.module = EmotionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+            return cls._of(None, OnnxClassifier(path, provider=onnx_provider), detector, align)
+        module = EmotionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+        return cls._of(module, None, detector, align)
+
+    @classmethod
+    def ensemble(cls, members: list[str | Path], weights: list[float] | None = None,
+                 detector: str | FaceDetector = DEFAULT_DETECTOR, align: bool = True) -> EmotionRecognizer:
+        """The weighted mean (default: equal weights) of the calibrated probabilities of several models, each a
+        shipped model's name or a checkpoint, as one model: ``save`` it, or export it to one ONNX graph
+        (``python -m fer export --ckpt A B …``). The members must share their emotions, in the same order."""
+        return cls._of(ensemble_of([model_path(m) for m in members], weights), None, detector, align)
+
+    @classmethod
+    def _of(cls, module: EmotionClassifier | None, onnx: OnnxClassifier | None, detector: str | FaceDetector,
+            align: bool) -> EmotionRecognizer:
+        recognizer = cls.__new__(cls)
+        recognizer.module, recognizer.onnx = module, onnx
         recognizer.detector = create_detector(detector) if isinstance(detector, str) else detector
         recognizer.align, recognizer.log_dir = align, None
         return recognizer

@@ -344,7 +344,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
 
     from fer.api import OnnxClassifier, add_model_options, load_recognizer
     from fer.export import Probabilities, calibration_faces, export_onnx
-    from fer.training.module import tta_views
+    from fer.models.views import tta_views
     from fer.video import stream
 
     parser = argparse.ArgumentParser(prog="fer bench infer", description=bench_infer.__doc__)

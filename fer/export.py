@@ -1,5 +1,8 @@
 """``python -m fer export --ckpt … --format onnx|torchscript|checkpoint [--quantize int8 --calibration_data …]
-[--tta_flip false] [--half]``: a model for deployment.
+[--tta_flip false] [--half]``: a model for deployment (``--ckpt A B … --weights …``: an ensemble).
+
+Several ``--ckpt`` make one ensemble of them (``EmotionRecognizer.ensemble``): the weighted mean of their
+calibrated probabilities, each member with its own test-time views, as one checkpoint or one graph.
 
 ``checkpoint`` writes a slim checkpoint (weights, hyper-parameters, temperature; no optimiser state), the form
 in which the default model ships inside the package (``fer/weights/``); ``--half`` stores its weights in fp16.
@@ -27,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer.models.views import net_logits, normalize_input
 from fer.training import EmotionClassifier
-from fer.training.module import net_logits, normalize_input
 
 
 class Probabilities(nn.Module):
@@ -129,8 +132,10 @@ def export_torchscript(module: EmotionClassifier, path: Path, tta_flip: bool | N
 
 def export_command(argv: Sequence[str]) -> Path:
     parser = argparse.ArgumentParser(prog="fer export", description=__doc__)
-    parser.add_argument("--ckpt", required=True,
-                        help="checkpoint from fit or EmotionRecognizer.save, or a shipped model's name (fer2013, …)")
+    parser.add_argument("--ckpt", required=True, nargs="+",
+                        help="checkpoint from fit or EmotionRecognizer.save, or a shipped model's name (fer2013, …); "
+                        "several: one ensemble of them, the mean of their calibrated probabilities")
+    parser.add_argument("--weights", type=float, nargs="+", help="with several --ckpt: a weight each (default: equal)")
     parser.add_argument("--format", choices=["onnx", "torchscript", "checkpoint"], default="onnx")
     parser.add_argument("--quantize", choices=["int8"], help="ONNX only: int8 weights and activations")
     parser.add_argument("--calibration_data", help="with --quantize: training data whose faces calibrate the int8 "
@@ -152,10 +157,15 @@ def export_command(argv: Sequence[str]) -> Path:
         parser.error("--tta_flip works with --format onnx or torchscript")
     tta_flip = None if args.tta_flip is None else args.tta_flip == "true"
     suffix = {"onnx": ".onnx", "torchscript": ".pt", "checkpoint": ".slim.ckpt"}[args.format]
-    output = args.output or Path(args.ckpt).with_suffix(suffix)  # a shipped model's name: <name><suffix>, here
+    if len(args.ckpt) > 1 and not args.output:
+        parser.error("an ensemble (several --ckpt) needs --output")
+    if args.weights and len(args.weights) != len(args.ckpt):
+        parser.error(f"--weights: expected one a --ckpt ({len(args.ckpt)}), got {len(args.weights)}")
+    output = args.output or Path(args.ckpt[0]).with_suffix(suffix)  # a shipped model's name: <name><suffix>, here
     from fer.api import EmotionRecognizer
 
-    recognizer = EmotionRecognizer.load(args.ckpt)
+    recognizer = (EmotionRecognizer.load(args.ckpt[0]) if len(args.ckpt) == 1 else
+                  EmotionRecognizer.ensemble(args.ckpt, args.weights))
     if args.format == "checkpoint":
         recognizer.save(str(output), half=args.half)
         print(f"Wrote {output}")

@@ -21,7 +21,7 @@ def test_baseline_layers_follow_the_seed():
     assert not any(isinstance(m, torch.nn.Softmax) for m in model.modules())  # softmax is in the loss
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"ensemble"}))  # made of trained models: test_ensemble.py
 @pytest.mark.parametrize("num_classes,image_size", [(7, 48), (6, 64)])
 def test_registered_models_give_logits(name, num_classes, image_size):
     model = create_model(name, in_chans=1, num_classes=num_classes, drop_rate=0.1, image_size=image_size).eval()
@@ -33,6 +33,8 @@ def test_registered_models_give_logits(name, num_classes, image_size):
 def test_unknown_backbone_names_the_choices():
     with pytest.raises(ValueError, match="registered backbones: .*baseline"):
         create_model("resnet9000")
+    with pytest.raises(ValueError, match="averages trained models: .*export --ckpt A.ckpt B.ckpt"):
+        create_model("ensemble")
 
 
 def test_baseline_rejects_sizes_the_pools_cannot_halve():

@@ -144,7 +144,7 @@ def test_flip_test_time_augmentation_averages_a_face_and_its_mirror():
 
 
 def test_shifted_test_time_views_move_the_face_and_are_averaged():
-    from fer.training.module import tta_views
+    from fer.models.views import tta_views
 
     x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
     views = tta_views(x, flip=False, shift=3)
@@ -162,7 +162,7 @@ def test_shifted_test_time_views_move_the_face_and_are_averaged():
 
 
 def test_crop_test_time_views_are_the_centre_and_corners_and_are_averaged():
-    from fer.training.module import tta_views
+    from fer.models.views import tta_views
 
     x = torch.rand(2, 1, 48, 48)
     views = tta_views(x, flip=False, shift=0, crop=40)

@@ -14,8 +14,24 @@ from torch import nn
 
 from fer.errors import ConfigError
 from fer.models.baseline import BaselineCNN
+from fer.models.ensemble import Ensemble
 from fer.models.timm_backbone import create_timm_backbone
 from fer.models.vgg import VGGNet
+
+
+def _ensemble(*, members: list[dict] | None = None, weights: list[float] | None = None, in_chans: int = 1,
+              num_classes: int = 7, drop_rate: float = 0.0, image_size: int = 48) -> Ensemble:
+    """Trained networks averaged (``members``: see ``Ensemble``); built from checkpoints by
+    ``fer.training.ensemble_of``."""
+    if not members:
+        raise ConfigError("backbone 'ensemble' averages trained models: build one from their checkpoints "
+                          "(python -m fer export --ckpt A.ckpt B.ckpt --output ensemble.ckpt --format checkpoint)")
+    nets = [create_model(spec["backbone"], in_chans=in_chans, num_classes=num_classes,
+                         drop_rate=spec.get("drop_rate", drop_rate), image_size=image_size,
+                         **(spec.get("backbone_kwargs") or {}))
+            for spec in members]
+    return Ensemble(nets, members, weights)
+
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "baseline": BaselineCNN,
@@ -25,6 +41,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "baseline_mhsa": partial(BaselineCNN, transformer_layers=2),
     "vgg": VGGNet,
     "vgg_half": partial(VGGNet, widths=(32, 64, 128, 256)),
+    "ensemble": _ensemble,
 }
 
 
@@ -39,3 +56,4 @@ def create_model(
             "name (e.g. resnet18, convnext_atto, mobilenetv3_small_100; see timm.list_models())"
         )
     return builder(in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, image_size=image_size, **kwargs)
+

@@ -21,37 +21,16 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 from torchvision.transforms import v2
-from torchvision.transforms.v2.functional import five_crop
 
 from fer.emotions import EMOTIONS, check_emotions
 from fer.errors import ConfigError
 from fer.models import create_model
+from fer.models.views import net_logits, normalize_input
 from fer.reports import confusion_figure, write_confusion
 from fer.runs import check_checkpoint
 
 log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")  # ModuleDict keys get a "_" suffix: "train" is an nn.Module attribute
-
-
-def normalize_input(x: torch.Tensor, normalize: tuple[float, float] | None) -> torch.Tensor:
-    """``(x - mean) / std`` for ``normalize = (mean, std)``; ``x`` unchanged for ``None``."""
-    if normalize is None:
-        return x
-    mean, std = normalize
-    return (x - mean) / std
-
-
-def tta_views(x: torch.Tensor, flip: bool, shift: int, crop: int = 0) -> list[torch.Tensor]:
-    """``x``; with ``shift`` > 0 also ``x`` moved ``shift`` pixels up, down, left and right (edges repeated);
-    with ``crop`` > 0 instead the centre and four corner crops of side ``crop``; with ``flip`` also the mirror
-    image of each of those (``crop`` and ``flip``: the ten-crop protocol of Khaireddin & Chen)."""
-    views = list(five_crop(x, [crop, crop])) if crop else [x]
-    if shift:
-        padded = F.pad(x, (shift,) * 4, mode="replicate")
-        side_h, side_w = x.shape[-2:]
-        for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)):
-            views.append(padded[..., shift + dy:shift + dy + side_h, shift + dx:shift + dx + side_w])
-    return views + [v.flip(-1) for v in views] if flip else views
 
 
 def _check_takes_side(net: torch.nn.Module, backbone: str, in_chans: int, side: int, option: str) -> None:
@@ -66,13 +45,6 @@ def _check_takes_side(net: torch.nn.Module, backbone: str, in_chans: int, side: 
                           f"use one that takes any input size, e.g. vgg or a timm model") from err
     finally:
         net.train(was_training)
-
-
-def net_logits(net: torch.nn.Module, x: torch.Tensor, tta_flip: bool, tta_shift: int = 0,
-               tta_crop: int = 0) -> torch.Tensor:
-    """The mean logits of the test-time views of ``x`` (``tta_views``); ``net(x)`` when there is only one."""
-    views = tta_views(x, tta_flip, tta_shift, tta_crop)
-    return net(x) if len(views) == 1 else torch.stack([net(v) for v in views]).mean(0)
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
