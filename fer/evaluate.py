@@ -12,11 +12,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from fer.api import EmotionRecognizer, add_model_options, load_recognizer
 from fer.data import FERDataError, FERDataModule
 from fer.emotions import ALL_EMOTIONS
+from fer.reports import confusion_figure
 
 
 def evaluate_dataset(recognizer: EmotionRecognizer, data_dir: str, split: str = "auto",
@@ -70,6 +73,7 @@ def evaluate_command(argv: Sequence[str]) -> list[dict]:
     parser.add_argument("--shared-only", action="store_true",
                         help="let the model answer only emotions the dataset has")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--plots", type=Path, help="also write each dataset's confusion matrix here, as a PNG")
     args = parser.parse_args(argv)
     recognizer = load_recognizer(args)
     rows = [evaluate_dataset(recognizer, d, args.split, args.shared_only) for d in args.datasets]
@@ -81,4 +85,11 @@ def evaluate_command(argv: Sequence[str]) -> list[dict]:
               f"{r['accuracy']:>8.4f} {r['macro_f1']:>8.4f}  {recall}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    for r in rows if args.plots else []:
+        args.plots.mkdir(parents=True, exist_ok=True)
+        confusion = r["confusion_matrix"]
+        title = f"{Path(r['dataset']).name} {r['split']}: accuracy {r['accuracy']:.2%}, macro-F1 {r['macro_f1']:.3f}"
+        figure = confusion_figure(torch.tensor(confusion["counts"]), confusion["rows"], title, confusion["columns"])
+        figure.savefig(args.plots / f"{Path(r['dataset']).name}_{r['split']}_confusion.png")
+        plt.close(figure)
     return rows

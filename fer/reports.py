@@ -10,21 +10,24 @@ import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its
 import torch
 
 
-def confusion_figure(matrix: torch.Tensor, emotions: Sequence[str], title: str = "Confusion matrix") -> plt.Figure:
-    """Rows = true emotion, normalised to recall; each cell shows the share and the count."""
+def confusion_figure(matrix: torch.Tensor, emotions: Sequence[str], title: str = "Confusion matrix",
+                     predicted: Sequence[str] | None = None) -> plt.Figure:
+    """Rows = true emotion (``emotions``), normalised to recall; columns = predicted emotion (``predicted``,
+    default the same); each cell shows the share and the count."""
     counts = matrix.detach().cpu().to(torch.float64)
     share = counts / counts.sum(1, keepdim=True).clamp(min=1)
-    n = len(emotions)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * n, 0.8 + 0.8 * n), dpi=100)
+    predicted = list(emotions if predicted is None else predicted)
+    rows, columns = len(emotions), len(predicted)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * columns, 0.8 + 0.8 * rows), dpi=100)
     ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
+    for i in range(rows):
+        for j in range(columns):
             ax.text(
                 j, i, f"{share[i, j]:.2f}\n{int(counts[i, j])}", ha="center", va="center", fontsize=7,
                 color="white" if share[i, j] > 0.5 else "black",
             )
-    ax.set_xticks(range(n), emotions, rotation=45, ha="right")
-    ax.set_yticks(range(n), emotions)
+    ax.set_xticks(range(columns), predicted, rotation=45, ha="right")
+    ax.set_yticks(range(rows), emotions)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

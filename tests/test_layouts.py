@@ -137,12 +137,14 @@ def test_evaluate_compares_on_shared_emotions_and_counts_the_rest(trained, tmp_p
         (root / emotion).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(np.full((48, 48), 30 * i, np.uint8)).save(root / emotion / f"{i}.png")
-    rows = main(["evaluate", str(root), "--ckpt", str(checkpoint), "--json", str(tmp_path / "out.json")])
+    rows = main(["evaluate", str(root), "--ckpt", str(checkpoint), "--json", str(tmp_path / "out.json"),
+                 "--plots", str(tmp_path / "plots")])
     (row,) = rows
     assert row["split"] == "test" and row["faces"] == 12 and row["emotions"] == ["angry", "happy", "surprise"]
     assert sum(row["left_out"].values()) == 8 and set(row["per_class_recall"]) == {"angry", "happy", "surprise"}
     assert sum(map(sum, row["confusion_matrix"]["counts"])) == 12
     assert json.loads((tmp_path / "out.json").read_text()) == rows
+    assert Image.open(tmp_path / "plots" / "ckplus_test_confusion.png").size[0] > 400  # 3 rows x 6 columns
     (shared,) = main(["evaluate", str(root), "--ckpt", str(checkpoint), "--shared-only"])
     columns = [row["confusion_matrix"]["columns"].index(e) for e in ("angry", "happy", "surprise")]
     answered = np.array(shared["confusion_matrix"]["counts"]).sum(0)
