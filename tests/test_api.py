@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import SIX
 from fer import EmotionRecognizer
-from fer.emotions import EMOTIONS
+from fer.emotions import ALL_EMOTIONS, EMOTIONS
 from fer.faces import Box
 
 
@@ -102,6 +102,15 @@ def test_the_shipped_model_loads_without_a_path_and_reads_a_face(tiny_tree):
     assert r.emotions == list(EMOTIONS) and r.module.temperature > 0
     (face,) = r.predict_faces(tiny_tree / "test" / "happy" / "00000.png", whole_image_if_no_face=True)
     assert face["label"] in EMOTIONS and abs(sum(face["probabilities"].values()) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("name,emotions,backbone",
+                         [("ferplus", ALL_EMOTIONS, "vgg"), ("ensemble", EMOTIONS, "ensemble")])
+def test_every_shipped_model_loads_by_name_and_reads_a_face(name, emotions, backbone, tiny_tree):
+    r = EmotionRecognizer.load(name)
+    assert r.emotions == list(emotions) and r.module.hparams.backbone == backbone
+    (face,) = r.predict_faces(tiny_tree / "test" / "happy" / "00000.png", whole_image_if_no_face=True)
+    assert list(face["probabilities"]) == list(emotions) and abs(sum(face["probabilities"].values()) - 1) < 1e-3
 
 
 def test_detect_command_prints_json_and_writes_annotated_images(trained, tiny_tree, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Opt-in: a short run on the real FER2013 data (set FER2013_DIR to its folder; .ci/run does)."""
+"""Opt-in: runs and figures on the real FER2013 data (set FER2013_DIR to its folder, FERPLUS_DIR to FER+'s; .ci/run does)."""
 
 import os
 from functools import partial
@@ -45,6 +45,27 @@ def test_shipped_model_scores_what_its_model_card_says(tmp_path):
     # MODEL_CARD.md: 71.36% / 0.699; a few faces of slack for another CPU's fp32 rounding
     assert result["accuracy"] == pytest.approx(0.7136, abs=0.002)
     assert result["macro_f1"] == pytest.approx(0.699, abs=0.003)
+
+
+def test_shipped_ensemble_scores_what_its_model_card_says():
+    from fer import EmotionRecognizer
+    from fer.evaluate import evaluate_dataset
+
+    result = evaluate_dataset(EmotionRecognizer.load("ensemble"), FER2013_DIR, "validation")
+    # MODEL_CARD.md: 72.64% / 0.710 (2,607 faces)
+    assert result["faces"] == 3_589 and result["accuracy"] == pytest.approx(0.7264, abs=0.002)
+    assert result["macro_f1"] == pytest.approx(0.710, abs=0.003)
+
+
+@pytest.mark.skipif(not os.environ.get("FERPLUS_DIR"), reason="set FERPLUS_DIR to FER+'s folders to run")
+def test_shipped_ferplus_model_scores_what_its_model_card_says():
+    from fer import EmotionRecognizer
+    from fer.evaluate import evaluate_dataset
+
+    result = evaluate_dataset(EmotionRecognizer.load("ferplus"), os.environ["FERPLUS_DIR"], "validation")
+    # MODEL_CARD.md: FERPLUS_FIGURES
+    assert result["faces"] == FERPLUS_FACES and result["accuracy"] == pytest.approx(FERPLUS_ACC, abs=0.002)
+    assert result["accuracy"] >= 0.87
 
 
 def test_shipped_model_in_int8_scores_the_same_on_openvino(tmp_path, needs_openvino):
