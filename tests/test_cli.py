@@ -132,10 +132,11 @@ def test_every_documented_stack_builds_and_names_its_run_after_its_last_config(s
 
 
 def test_the_shipped_models_recipe_runs_as_documented(tmp_path, monkeypatch):
-    """The command sequence of docs/training.md, as written, on synthetic faces: one short epoch a step."""
+    """The command sequence of docs/training.md, as written, on synthetic faces: one short epoch a step (the five
+    steps of the shipped model, then its FER+ counterpart)."""
     recipe = [c.split()[3:] for c in documented_commands([Path("docs/training.md")])
               if "fer2013_vgg/" in c and c.split()[3] in ("fit", "export")]
-    assert [c[0] for c in recipe] == ["fit", "export"] * 5
+    assert [c[0] for c in recipe] == ["fit", "export"] * 6
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(Path(__file__).parents[1] / "configs")
     tiny = ["--data.data_dir", "synthetic", "--data.synthetic_samples_per_class", "10", "--data.batch_size", "8",
@@ -147,6 +148,8 @@ def test_the_shipped_models_recipe_runs_as_documented(tmp_path, monkeypatch):
     shipped = torch.load("fer/weights/fer2013_vgg.ckpt", weights_only=False)
     assert shipped["hyper_parameters"]["backbone_kwargs"] == {"depth": 3}
     assert {v.dtype for v in shipped["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+    ferplus = torch.load("fer/weights/ferplus_vgg.ckpt", weights_only=False)
+    assert ferplus["hyper_parameters"]["emotions"][-1] == "contempt"
     config = yaml.safe_load(Path("runs/fer2013_vgg/student/version_0/config.yaml").read_text())
     assert config["data"]["teacher"] == ["experiments/weights/vgg_ensemble_distill.ckpt",
                                          "experiments/weights/vgg_long.ckpt"]

@@ -1,4 +1,4 @@
-"""Opt-in: runs and figures on the real FER2013 data (set FER2013_DIR to its folder, FERPLUS_DIR to FER+'s; .ci/run does)."""
+"""Opt-in: runs and figures on the real FER2013 and FER+ data (set FER2013_DIR and FERPLUS_DIR; .ci/run does)."""
 
 import os
 from functools import partial
