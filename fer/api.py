@@ -340,6 +340,9 @@ class OnnxClassifier:
         return self.session.run(None, {"image": faces})[0]
 
 
+_REGISTERED: set[str] = set()
+
+
 def openvino_cpu_device():
     """ONNX Runtime's handle on the CPU as the OpenVINO execution provider sees it (its plugin registered once)."""
     import onnxruntime as ort
@@ -350,8 +353,9 @@ def openvino_cpu_device():
         raise ImportError("provider 'openvino' needs the OpenVINO execution provider: pip install "
                           "onnxruntime-ep-openvino (or, in a clone of fer, pip install -e '.[openvino]')") from error
     name = plugin.get_ep_name()
-    if not any(d.ep_name == name for d in ort.get_ep_devices()):
+    if name not in _REGISTERED:  # once a process: where it offers no device (AMD), get_ep_devices cannot tell
         ort.register_execution_provider_library(name, plugin.get_library_path())
+        _REGISTERED.add(name)
     devices = [d for d in ort.get_ep_devices() if d.ep_name == name and d.device.type == ort.OrtHardwareDeviceType.CPU]
     if not devices:
         raise RuntimeError("provider 'openvino': the OpenVINO execution provider offers no CPU device on this machine "
