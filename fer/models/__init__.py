@@ -56,4 +56,3 @@ def create_model(
             "name (e.g. resnet18, convnext_atto, mobilenetv3_small_100; see timm.list_models())"
         )
     return builder(in_chans=in_chans, num_classes=num_classes, drop_rate=drop_rate, image_size=image_size, **kwargs)
-
