@@ -1,22 +1,25 @@
 """``python -m fer ablate experiments/backbones.yaml``: train a list of configs under one budget and compare them.
 
-A study file names a base config, the data, a seed, a budget (epochs and/or wall-clock minutes per run) and
+A study file names a base config, the data, the seeds, a budget (epochs and/or wall-clock minutes per run) and
 the runs, each a list of extra config files and command-line overrides::
 
     name: backbones
     base: configs/baseline.yaml
     data_dir: data/fer2013
-    seed: 42
-    budget: {epochs: 5, minutes: 6}
+    seeds: [42, 43]
+    budget: {epochs: 30, minutes: 90}
     runs:
       - {name: baseline}
       - {name: baseline_se, configs: [configs/backbones/baseline_se.yaml]}
 
-Runs go sequentially into one TensorBoard folder (``<out>/<study>/<run>``, which also gets the best
-checkpoint's ``val_confusion_matrix.{png,json}``). A finished run (its
-``result.json`` exists) is skipped; an interrupted one resumes from its ``last.ckpt``. The table
-(``experiments/results/<study>.md``, sorted by validation accuracy), a CSV and a plot of accuracy against
-single-image latency (bubble area = parameters) are written at the end.
+Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
+the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
+wall time and the facts of the machine it ran on). A run with a ``result.json`` is finished and kept, on
+whatever machine it ran; an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
+subset; ``--report`` only writes the report of the runs finished so far. The report
+(``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
+interval the validation set's size allows), per-class recall, the machines; a CSV of every run and seed;
+plots of accuracy against MACs and against latency (``.png``) and of per-class recall (``_recall.png``).
 """
 
 from __future__ import annotations
@@ -24,35 +27,54 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its Agg backend by itself
+import numpy as np
 import yaml
 
 from fer.bench import StepTimer, forward_gmacs, inference_latency_ms
 from fer.data import FERDataError
+from fer.hardware import machine_facts, machine_label
 from fer.reports import write_confusion
 from fer.training.lightning_cli import lightning_cli
 
-COLUMNS = ["run", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s", "latency_ms",
-           "epochs", "wall_min"]
+COLUMNS = ["run", "seed", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s",
+           "latency_ms", "epochs", "wall_min", "machine"]
 
 
-def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
-    name = run["name"]
-    run_dir = out / study["name"] / name
-    last = run_dir / "checkpoints" / "last.ckpt"
+def load_study(path: Path) -> dict:
+    """The study file, checked; ``seed: N`` is read as ``seeds: [N]``."""
+    study = yaml.safe_load(path.read_text())
+    missing = {"name", "base", "runs"} - set(study or {})
+    if missing:
+        raise SystemExit(f"{path}: missing keys {sorted(missing)}; see `python -m fer ablate --help`")
+    study["seeds"] = [int(s) for s in study.get("seeds", [study.get("seed", 42)])]
+    names = [run["name"] for run in study["runs"]]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{path}: run names must be unique, got {names}")
+    return study
+
+
+def run_dir(out: Path, study: dict, name: str, seed: int) -> Path:
+    return out / study["name"] / name / f"seed{seed}"
+
+
+def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None) -> dict:
+    name, folder = run["name"], run_dir(out, study, run["name"], seed)
+    last = folder / "checkpoints" / "last.ckpt"
     budget = study.get("budget", {})
     args = ["fit", "--config", study["base"]]
     for config in run.get("configs", []):
         args += ["--config", config]
     args += [
-        "--seed_everything", str(study.get("seed", 42)),
+        "--seed_everything", str(seed),
         "--trainer.logger.init_args.save_dir", str(out),
         "--trainer.logger.init_args.name", study["name"],
-        "--trainer.logger.init_args.version", name,
+        "--trainer.logger.init_args.version", f"{name}/seed{seed}",
         "--trainer.callbacks+=fer.bench.StepTimer",
     ]
     if "epochs" in budget:
@@ -64,7 +86,7 @@ def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
         args += ["--data.data_dir", str(data_dir or study["data_dir"])]
     args += [str(a) for a in run.get("args", [])]
     if last.is_file():
-        print(f"[{name}] resuming from {last}")
+        print(f"[{name} seed {seed}] resuming from {last}")
         args += ["--ckpt_path", str(last)]
 
     start = time.perf_counter()
@@ -73,19 +95,22 @@ def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     best = trainer.checkpoint_callback.best_model_path or None
     (val,) = trainer.validate(model, dm, ckpt_path=best, verbose=False)
-    write_confusion(model.last_val_confusion, model.emotions, run_dir, "val_confusion_matrix")
+    write_confusion(model.last_val_confusion, model.emotions, folder, "val_confusion_matrix")
     result = {
         "run": name,
+        "seed": seed,
         "val_acc": val["val/acc"],
         "val_f1": val["val/f1"],
+        "val_faces": len(dm.tables["validation"]),
         "val_recall": {e: val[f"val/recall/{e}"] for e in model.emotions},
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "gmacs": forward_gmacs(model.net, model.hparams.image_size, model.hparams.in_chans),
         "train_img_s": next(c for c in trainer.callbacks if isinstance(c, StepTimer)).result()["images_per_s"],
         "latency_ms": inference_latency_ms(model.net, model.hparams.image_size, model.hparams.in_chans),
         "epochs": trainer.current_epoch,
-        "wall_min": round(wall / 60, 2),
-        "checkpoint": best,
+        "budget": budget,
+        "wall_min": round(wall / 60, 2),  # this sitting's; a resumed run's earlier sittings are not in it
+        "machine": machine_facts(),
     }
     try:
         dm.setup("test")  # loads the test split once; trainer.test below reuses it
@@ -94,23 +119,77 @@ def _run_one(study: dict, run: dict, out: Path, data_dir: str | None) -> dict:
     else:
         (test,) = trainer.test(model, dm, ckpt_path=best, verbose=False)
         result.update(test_acc=test["test/acc"], test_f1=test["test/f1"])
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
-def write_report(study: dict, results: list[dict], results_dir: Path, command: str) -> Path:
-    """Write ``<study>.md`` (sorted by validation accuracy), ``.csv`` and ``.png``; return the markdown path."""
+def ci95(acc: float, faces: int) -> float:
+    """Half-width of the 95% normal interval of an accuracy measured on ``faces`` faces."""
+    return 1.96 * math.sqrt(acc * (1 - acc) / faces) if faces else float("nan")
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """One row a run: the mean over its seeds, sorted by validation accuracy."""
+    rows = []
+    for name in dict.fromkeys(r["run"] for r in results):
+        seeds = [r for r in results if r["run"] == name]
+        row = {k: float(np.mean([r[k] for r in seeds])) for k in
+               ("val_acc", "val_f1", "params_m", "gmacs", "train_img_s", "latency_ms", "wall_min", "epochs")}
+        row.update(run=name, seeds=seeds, ci95=ci95(row["val_acc"], seeds[0].get("val_faces", 0)),
+                   val_recall={e: float(np.mean([r["val_recall"][e] for r in seeds])) for e in seeds[0]["val_recall"]})
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["val_acc"], reverse=True)
+
+
+def _plots(study: dict, rows: list[dict], stem: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, sharey=True)
+    for ax, key, label in ((axes[0], "gmacs", "GMACs a face (one forward pass)"),
+                           (axes[1], "latency_ms", "single-face latency, ms (batch 1, fp32, 1 CPU thread)")):
+        for r in rows:
+            ax.errorbar(r[key], r["val_acc"], yerr=r["ci95"], fmt="o", capsize=3, alpha=0.7)
+            ax.annotate(r["run"], (r[key], r["val_acc"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("validation accuracy (mean of seeds, 95% interval)")
+    fig.suptitle(f"{study['name']}: accuracy against cost")
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"))
+    plt.close(fig)
+
+    emotions = list(rows[0]["val_recall"])
+    recall = np.array([[r["val_recall"][e] for e in emotions] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.1 * len(emotions) + 3, 0.35 * len(rows) + 1.5), dpi=110)
+    ax.imshow(recall, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(emotions)), emotions)
+    ax.set_yticks(range(len(rows)), [r["run"] for r in rows])
+    for (i, j), v in np.ndenumerate(recall):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black")
+    ax.set_title(f"{study['name']}: validation recall per emotion")
+    fig.tight_layout()
+    fig.savefig(stem.parent / f"{stem.name}_recall.png")
+    plt.close(fig)
+
+
+def write_report(study: dict, results: list[dict], results_dir: Path, command: str,
+                 pending: Sequence[str] = ()) -> Path:
+    """Write ``<study>.md``, ``.csv``, ``.png`` and ``_recall.png`` from the finished runs; return the markdown
+    path. ``pending`` names the runs (``run seed N``) not finished yet."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    rows = sorted(results, key=lambda r: r["val_acc"], reverse=True)
     stem = results_dir / study["name"]
-    recall_columns = [f"recall_{e}" for e in rows[0]["val_recall"]]
+    machines = list(dict.fromkeys(machine_label(r["machine"]) for r in results if "machine" in r))
+    short = {m: f"M{i + 1}" for i, m in enumerate(machines)}
+
+    def machine_of(r: dict) -> str:
+        return short[machine_label(r["machine"])] if "machine" in r else "?"
+
+    rows = summarise(results)
+    recall_columns = [f"recall_{e}" for e in results[0]["val_recall"]] if results else []
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS + recall_columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**r, **{f"recall_{e}": v for e, v in r["val_recall"].items()}} for r in rows)
-
-    def fmt(value) -> str:
-        return "" if value is None else f"{value:.4f}" if isinstance(value, float) and value < 1 else str(value)
+        writer.writerows({**r, "machine": machine_of(r), **{f"recall_{e}": v for e, v in r["val_recall"].items()}}
+                         for row in rows for r in row["seeds"])
 
     budget = study.get("budget", {})
     lines = [
@@ -118,27 +197,34 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         "",
         f"Command: `{command}`  ",
         (f"Budget per run: {budget.get('epochs', '–')} epochs, {budget.get('minutes', '–')} minutes wall clock "
-         f"(whichever ends first); seed {study.get('seed', 42)}; base config `{study['base']}`.  "),
-        ("Accuracy and F1 are validation-split figures of each run's best checkpoint; latency is batch 1, fp32, "
-         "1 CPU thread; MACs are one forward pass at the input size."),
+         f"(whichever ends first); seeds {', '.join(map(str, study['seeds']))}; base config `{study['base']}`.  "),
+        ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
+         "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart). "
+         "Latency: batch 1, fp32, 1 CPU thread; MACs: one forward pass at the input size; training images/s and "
+         "wall time on the machine the run finished on."),
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        ("| run | val_acc | ± | per seed | val_f1 | params_m | gmacs | train_img_s | latency_ms | epochs | wall_min "
+         "| machine |"),
+        "|" + "---|" * 12,
     ]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for r in rows:
-        ax.scatter(r["latency_ms"], r["val_acc"], s=40 + 30 * r["params_m"], alpha=0.5)
-        ax.annotate(r["run"], (r["latency_ms"], r["val_acc"]), fontsize=8, ha="center", va="bottom")
-    ax.set_xlabel("single-image latency, ms (1 CPU thread)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{study['name']}: accuracy vs latency (bubble area ∝ parameters)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"))
-    plt.close(fig)
+        per_seed = " / ".join(f"{s['val_acc']:.4f}" for s in r["seeds"])
+        where = ", ".join(dict.fromkeys(machine_of(s) for s in r["seeds"]))
+        lines.append(f"| {r['run']} | **{r['val_acc']:.4f}** | {r['ci95']:.4f} | {per_seed} | {r['val_f1']:.4f} "
+                     f"| {r['params_m']:.3g} | {r['gmacs']:.3g} | {r['train_img_s']:.0f} | {r['latency_ms']:.3g} "
+                     f"| {r['epochs']:.0f} | {r['wall_min']:.1f} | {where} |")
+    if pending:
+        lines += ["", f"Not finished yet ({len(pending)}): {', '.join(pending)}."]
+    if rows:
+        emotions = list(rows[0]["val_recall"])
+        lines += ["", "Validation recall per emotion (mean over seeds):", "",
+                  "| run | " + " | ".join(emotions) + " |", "|" + "---|" * (len(emotions) + 1)]
+        lines += ["| " + r["run"] + " | " + " | ".join(f"{r['val_recall'][e]:.3f}" for e in emotions) + " |"
+                  for r in rows]
+        lines += ["", "Machines (as lscpu names them):", ""] + [f"- {short[m]}: {m}" for m in machines]
+        lines += ["", f"![accuracy against cost]({stem.name}.png)", f"![recall]({stem.name}_recall.png)"]
+        _plots(study, rows, stem)
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".md")
 
 
@@ -149,20 +235,31 @@ def ablate(argv: Sequence[str]) -> list[dict]:
     parser.add_argument("--data_dir", help="override the study's data_dir")
     parser.add_argument("--out", type=Path, default=Path("experiments/runs"), help="TensorBoard / checkpoint root")
     parser.add_argument("--results", type=Path, default=Path("experiments/results"), help="where tables go")
+    parser.add_argument("--runs", nargs="+", metavar="NAME", help="train only these runs (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="N", help="train only these seeds (default: all)")
+    parser.add_argument("--report", action="store_true", help="train nothing: report the runs finished so far")
     args = parser.parse_args(argv)
-    study = yaml.safe_load(args.study.read_text())
-    missing = {"name", "base", "runs"} - set(study)
-    if missing:
-        raise SystemExit(f"{args.study}: missing keys {sorted(missing)}; see `python -m fer ablate --help`")
-    results = []
+    study = load_study(args.study)
+    names = [run["name"] for run in study["runs"]]
+    for option, chosen, known in (("--runs", args.runs, names), ("--seeds", args.seeds, study["seeds"])):
+        unknown = sorted(set(chosen or []) - set(known), key=str)
+        if unknown:
+            parser.error(f"{option} {' '.join(map(str, unknown))}: not in {args.study} (it has "
+                         f"{', '.join(map(str, known))})")
+    results, pending, todo = [], [], []
     for run in study["runs"]:
-        done = args.out / study["name"] / run["name"] / "result.json"
-        if done.is_file():
-            print(f"[{run['name']}] finished before; skipping")
-            results.append(json.loads(done.read_text()))
-            continue
-        results.append(_run_one(study, run, args.out, args.data_dir))
+        for seed in study["seeds"]:
+            done = run_dir(args.out, study, run["name"], seed) / "result.json"
+            if done.is_file():
+                results.append(json.loads(done.read_text()))
+            elif args.report or run["name"] not in (args.runs or names) or seed not in (args.seeds or study["seeds"]):
+                pending.append(f"{run['name']} seed {seed}")
+            else:
+                todo.append((run, seed))
     command = "python -m fer ablate " + " ".join(argv)
-    report = write_report(study, results, args.results, command)
+    for i, (run, seed) in enumerate(todo):  # the report is rewritten before each run: an interruption loses none
+        write_report(study, results, args.results, command, pending + [f"{r['name']} seed {s}" for r, s in todo[i:]])
+        results.append(_run_one(study, run, seed, args.out, args.data_dir))
+    report = write_report(study, results, args.results, command, pending)
     print(report.read_text())
     return results

@@ -9,7 +9,10 @@ faster memory format on both kinds of CPU, in fp32 and bf16, so ``EmotionClassif
 
 from __future__ import annotations
 
+import os
+import platform
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -75,3 +78,30 @@ def resolve_precision(precision: str | int | None, accelerator: str = "auto") ->
 def cpu_autocast() -> AbstractContextManager:
     """bf16 autocast on a CPU with native bf16 (inference of teachers), nothing where bf16 would be emulated."""
     return torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_native_bf16() else nullcontext()
+
+
+def machine_facts() -> dict[str, object]:
+    """This machine as ``lscpu`` names it (CPU model name, family and model numbers), its cores, the vector
+    instruction set PyTorch uses, native bf16 and any CUDA GPU: what a wall time or a speed is read against."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    if cpuinfo.is_file():  # Linux; elsewhere the platform's processor string stands in for the model name
+        for line in cpuinfo.read_text().split("\n\n")[0].splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return {
+        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
+        "family": fields.get("cpu family"), "model": fields.get("model"),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "capability": cpu_capability(), "native_bf16": cpu_has_native_bf16(),
+        "amx": "amx_bf16" in fields.get("flags", "").split(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def machine_label(facts: dict[str, object]) -> str:
+    """One line for a table: ``AMD EPYC (family 25 model 17), 2 cores, AVX512, native bf16``."""
+    numbers = f" (family {facts['family']} model {facts['model']})" if facts.get("family") else ""
+    bf16 = "AMX" if facts.get("amx") else "native bf16" if facts.get("native_bf16") else "no native bf16"
+    gpu = f", {facts['gpu']}" if facts.get("gpu") else ""
+    return f"{facts['cpu']}{numbers}, {facts['cores']} cores, {facts['capability']}, {bf16}{gpu}"

@@ -2,6 +2,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fer.cli import main
@@ -16,7 +17,7 @@ def write_study(tmp_path: Path, epochs: int) -> Path:
         "name": "tiny",
         "base": "configs/quickstart.yaml",
         "data_dir": "synthetic",
-        "seed": 3,
+        "seeds": [3, 4],
         "budget": {"epochs": epochs, "minutes": 5},
         "runs": [
             {"name": "baseline", "args": QUICK},
@@ -29,22 +30,43 @@ def write_study(tmp_path: Path, epochs: int) -> Path:
     return path
 
 
-def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
+def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_machines_runs(tmp_path, monkeypatch):
     out, results = tmp_path / "runs", tmp_path / "results"
     common = ["--out", str(out), "--results", str(results)]
-    main(["ablate", str(write_study(tmp_path, epochs=1)), *common])
+    study = write_study(tmp_path, epochs=1)
+
+    # A subset first: two runs, one seed; the report names what is still to do.
+    main(["ablate", str(study), *common, "--runs", "baseline", "se", "--seeds", "3"])
+    assert sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("result.json")) == [
+        "tiny/baseline/seed3", "tiny/se/seed3"]
+    report = (results / "tiny.md").read_text()
+    assert "Not finished yet (4): baseline seed 4, se seed 4, resnet18 seed 3, resnet18 seed 4" in report
+
+    # A run finished on another kind of machine is kept as it is, and the report says which machine ran what.
+    moved = out / "tiny" / "se" / "seed3" / "result.json"
+    other = json.loads(moved.read_text())
+    other["machine"] = {**other["machine"], "cpu": "Other CPU", "family": "6", "model": "143"}
+    moved.write_text(json.dumps(other))
+    main(["ablate", str(study), *common])  # the rest of the study
+    assert json.loads(moved.read_text())["machine"]["cpu"] == "Other CPU"
     rows = list(csv.DictReader((results / "tiny.csv").read_text().splitlines()))
-    assert {r["run"] for r in rows} == {"baseline", "se", "resnet18"}
-    accs = [float(r["val_acc"]) for r in rows]
-    assert accs == sorted(accs, reverse=True)
+    assert sorted((r["run"], r["seed"]) for r in rows) == [(n, s) for n in ("baseline", "resnet18", "se")
+                                                           for s in ("3", "4")]
     for r in rows:
         assert 0 <= float(r["recall_disgust"]) <= 1
         assert float(r["params_m"]) > 0 and float(r["gmacs"]) > 0 and float(r["latency_ms"]) > 0
-    assert "| run | val_acc" in (results / "tiny.md").read_text()
-    assert (results / "tiny.png").stat().st_size > 10_000
+    report = (results / "tiny.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ") and "**" in line]
+    means = [float(line.split("**")[1]) for line in table]
+    assert len(table) == 3 and means == sorted(means, reverse=True)  # one row a run, best first
+    assert "Not finished" not in report and "Other CPU (family 6 model 143)" in report
+    se_row = next(line for line in table if line.startswith("| se |"))
+    assert "M1, M2" in se_row or "M2, M1" in se_row  # its two seeds ran on two machines
+    assert "| run | angry | disgust |" in report  # per-class recall
+    assert (results / "tiny.png").stat().st_size > 10_000 and (results / "tiny_recall.png").stat().st_size > 10_000
     for name in ("baseline", "se", "resnet18"):  # one TensorBoard folder, readable run names
-        assert list((out / "tiny" / name).glob("events.out.tfevents.*"))
-        assert json.loads((out / "tiny" / name / "val_confusion_matrix.json").read_text())["counts"]
+        assert list((out / "tiny" / name / "seed4").glob("events.out.tfevents.*"))
+        assert json.loads((out / "tiny" / name / "seed4" / "val_confusion_matrix.json").read_text())["counts"]
 
     monkeypatch.setenv("FER_STUDY", str(results / "tiny.csv"))
     monkeypatch.setenv("FER_STUDY_RUNS", str(out / "tiny"))
@@ -53,13 +75,22 @@ def test_ablation_runs_resumes_and_reports(tmp_path, monkeypatch):
     assert "hardest emotion" in "".join(outputs)
 
     # An interrupted run: drop its result so only last.ckpt (epoch 1) is left; a 2-epoch budget resumes it.
-    (out / "tiny" / "se" / "result.json").unlink()
-    finished = {n: (out / "tiny" / n / "result.json").stat().st_mtime_ns for n in ("baseline", "resnet18")}
+    (out / "tiny" / "baseline" / "seed4" / "result.json").unlink()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    main(["ablate", str(write_study(tmp_path, epochs=2)), *common, "--report"])  # reports, trains nothing
+    assert "Not finished yet (1): baseline seed 4" in (results / "tiny.md").read_text()
     main(["ablate", str(write_study(tmp_path, epochs=2)), *common])
-    for name, mtime in finished.items():  # finished runs were skipped
-        assert (out / "tiny" / name / "result.json").stat().st_mtime_ns == mtime
-    resumed = json.loads((out / "tiny" / "se" / "result.json").read_text())
-    assert resumed["epochs"] == 2
+    for path, mtime in finished.items():  # finished runs were skipped
+        assert path.stat().st_mtime_ns == mtime
+    resumed = json.loads((out / "tiny" / "baseline" / "seed4" / "result.json").read_text())
+    assert resumed["epochs"] == 2 and resumed["budget"]["epochs"] == 2 and resumed["machine"]["cores"] >= 1
+
+
+def test_a_subset_naming_an_unknown_run_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["ablate", str(write_study(tmp_path, epochs=1)), "--runs", "resnet19", "--out", str(tmp_path)])
+    assert "--runs resnet19: not in" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("result.json"))
 
 
 def test_macs_count_the_self_attention_too():
