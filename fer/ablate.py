@@ -1,7 +1,7 @@
 """``python -m fer ablate experiments/backbones.yaml``: train a list of configs under one budget and compare them.
 
 A study file names a base config, the data, the seeds, a budget (epochs and/or wall-clock minutes per run) and
-the runs, each a list of extra config files and command-line overrides::
+the runs, each a list of extra config files and command-line overrides (``base`` may be a list of configs, stacked)::
 
     name: backbones
     base: configs/baseline.yaml
@@ -47,12 +47,13 @@ COLUMNS = ["run", "seed", "val_acc", "val_f1", "test_acc", "test_f1", "params_m"
 
 
 def load_study(path: Path) -> dict:
-    """The study file, checked; ``seed: N`` is read as ``seeds: [N]``."""
+    """The study file, checked; ``seed: N`` is read as ``seeds: [N]``, and ``base`` as a list of configs."""
     study = yaml.safe_load(path.read_text())
     missing = {"name", "base", "runs"} - set(study or {})
     if missing:
         raise SystemExit(f"{path}: missing keys {sorted(missing)}; see `python -m fer ablate --help`")
     study["seeds"] = [int(s) for s in study.get("seeds", [study.get("seed", 42)])]
+    study["base"] = [study["base"]] if isinstance(study["base"], str) else list(study["base"])
     names = [run["name"] for run in study["runs"]]
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: run names must be unique, got {names}")
@@ -63,18 +64,18 @@ def run_dir(out: Path, study: dict, name: str, seed: int) -> Path:
     return out / study["name"] / name / f"seed{seed}"
 
 
-def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None) -> dict:
-    name, folder = run["name"], run_dir(out, study, run["name"], seed)
-    last = folder / "checkpoints" / "last.ckpt"
+def run_args(study: dict, run: dict, seed: int, out: Path, data_dir: str | None = None) -> list[str]:
+    """The ``fit`` command line of one run and seed: the study's configs, the run's, the budget, the run's
+    overrides last (so a run may change the budget, say)."""
     budget = study.get("budget", {})
-    args = ["fit", "--config", study["base"]]
-    for config in run.get("configs", []):
+    args = ["fit"]
+    for config in study["base"] + run.get("configs", []):
         args += ["--config", config]
     args += [
         "--seed_everything", str(seed),
         "--trainer.logger.init_args.save_dir", str(out),
         "--trainer.logger.init_args.name", study["name"],
-        "--trainer.logger.init_args.version", f"{name}/seed{seed}",
+        "--trainer.logger.init_args.version", f"{run['name']}/seed{seed}",
         "--trainer.callbacks+=fer.bench.StepTimer",
     ]
     if "epochs" in budget:
@@ -84,7 +85,14 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
         args += ["--trainer.max_time", f"00:{hours:02d}:{minutes:02d}:00"]
     if data_dir or study.get("data_dir"):
         args += ["--data.data_dir", str(data_dir or study["data_dir"])]
-    args += [str(a) for a in run.get("args", [])]
+    return args + [str(a) for a in run.get("args", [])]
+
+
+def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None) -> dict:
+    name, folder = run["name"], run_dir(out, study, run["name"], seed)
+    last = folder / "checkpoints" / "last.ckpt"
+    budget = study.get("budget", {})
+    args = run_args(study, run, seed, out, data_dir)
     if last.is_file():
         print(f"[{name} seed {seed}] resuming from {last}")
         args += ["--ckpt_path", str(last)]
@@ -192,12 +200,13 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
                          for row in rows for r in row["seeds"])
 
     budget = study.get("budget", {})
+    base = " + ".join(f"`{b}`" for b in study["base"])
     lines = [
         f"# Study `{study['name']}`",
         "",
         f"Command: `{command}`  ",
         (f"Budget per run: {budget.get('epochs', '–')} epochs, {budget.get('minutes', '–')} minutes wall clock "
-         f"(whichever ends first); seeds {', '.join(map(str, study['seeds']))}; base config `{study['base']}`.  "),
+         f"(whichever ends first); seeds {', '.join(map(str, study['seeds']))}; config {base}.  "),
         ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
          "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart). "
          "Latency: batch 1, fp32, 1 CPU thread; MACs: one forward pass at the input size; training images/s and "

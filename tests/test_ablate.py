@@ -15,7 +15,7 @@ QUICK = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2
 def write_study(tmp_path: Path, epochs: int) -> Path:
     study = {
         "name": "tiny",
-        "base": "configs/quickstart.yaml",
+        "base": ["configs/quickstart.yaml"],
         "data_dir": "synthetic",
         "seeds": [3, 4],
         "budget": {"epochs": epochs, "minutes": 5},
@@ -91,6 +91,22 @@ def test_a_subset_naming_an_unknown_run_is_refused(tmp_path, capsys):
         main(["ablate", str(write_study(tmp_path, epochs=1)), "--runs", "resnet19", "--out", str(tmp_path)])
     assert "--runs resnet19: not in" in capsys.readouterr().err
     assert not list(tmp_path.rglob("result.json"))
+
+
+@pytest.mark.parametrize("path", sorted(Path("experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_committed_study_builds_each_of_its_runs(path, tmp_path):
+    from fer.ablate import load_study, run_args
+    from fer.training import EmotionClassifier
+    from fer.training.lightning_cli import lightning_cli
+
+    study = load_study(path)
+    for run in study["runs"]:
+        cli = lightning_cli(run_args(study, run, study["seeds"][0], tmp_path)[1:], run=False)
+        assert isinstance(cli.model, EmotionClassifier), run["name"]
+        args, epochs = [str(a) for a in run.get("args", [])], study["budget"]["epochs"]
+        if "--trainer.max_epochs" in args:
+            epochs = args[args.index("--trainer.max_epochs") + 1]
+        assert cli.trainer.max_epochs == int(epochs), run["name"]  # the run's own budget, else the study's
 
 
 def test_macs_count_the_self_attention_too():
