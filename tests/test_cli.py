@@ -133,10 +133,10 @@ def test_every_documented_stack_builds_and_names_its_run_after_its_last_config(s
 
 def test_the_shipped_models_recipe_runs_as_documented(tmp_path, monkeypatch):
     """The command sequence of docs/training.md, as written, on synthetic faces: one short epoch a step (the five
-    steps of the shipped model, then its FER+ counterpart)."""
+    steps of the shipped model, then its FER+ counterpart and the fast model)."""
     recipe = [c.split()[3:] for c in documented_commands([Path("docs/training.md")])
-              if "fer2013_vgg/" in c and c.split()[3] in ("fit", "export")]
-    assert [c[0] for c in recipe] == ["fit", "export"] * 6
+              if ("fer2013_vgg/" in c or "fer2013_fast/" in c) and c.split()[3] in ("fit", "export")]
+    assert [c[0] for c in recipe] == ["fit", "export"] * 7
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(Path(__file__).parents[1] / "configs")
     tiny = ["--data.data_dir", "synthetic", "--data.synthetic_samples_per_class", "10", "--data.batch_size", "8",
@@ -150,6 +150,8 @@ def test_the_shipped_models_recipe_runs_as_documented(tmp_path, monkeypatch):
     assert {v.dtype for v in shipped["state_dict"].values() if v.is_floating_point()} == {torch.float16}
     ferplus = torch.load("fer/weights/ferplus_vgg.ckpt", weights_only=False)
     assert ferplus["hyper_parameters"]["emotions"][-1] == "contempt"
+    fast = torch.load("fer/weights/fast_vgg.ckpt", weights_only=False)
+    assert fast["hyper_parameters"]["backbone_kwargs"] == {"widths": [28, 56, 112, 224]}
     config = yaml.safe_load(Path("runs/fer2013_vgg/student/version_0/config.yaml").read_text())
     assert config["data"]["teacher"] == ["experiments/weights/vgg_ensemble_distill.ckpt",
                                          "experiments/weights/vgg_long.ckpt"]
