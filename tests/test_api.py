@@ -105,12 +105,27 @@ def test_the_shipped_model_loads_without_a_path_and_reads_a_face(tiny_tree):
 
 
 @pytest.mark.parametrize("name,emotions,backbone",
-                         [("ferplus", ALL_EMOTIONS, "vgg"), ("ensemble", EMOTIONS, "ensemble")])
+                         [("ferplus", ALL_EMOTIONS, "vgg"), ("ensemble", EMOTIONS, "ensemble"),
+                          ("fast", EMOTIONS, "vgg")])
 def test_every_shipped_model_loads_by_name_and_reads_a_face(name, emotions, backbone, tiny_tree):
     r = EmotionRecognizer.load(name)
     assert r.emotions == list(emotions) and r.module.hparams.backbone == backbone
     (face,) = r.predict_faces(tiny_tree / "test" / "happy" / "00000.png", whole_image_if_no_face=True)
     assert list(face["probabilities"]) == list(emotions) and abs(sum(face["probabilities"].values()) - 1) < 1e-3
+
+
+def test_the_fast_model_does_at_most_a_tenth_of_a_gmac_a_face_with_its_views():
+    import torch
+
+    from fer.bench import forward_gmacs
+    from fer.models.views import tta_views
+
+    module = EmotionRecognizer.load("fast").module
+    hp = module.hparams
+    views = len(tta_views(torch.zeros(1, 1, hp.image_size, hp.image_size), hp.tta_flip, hp.tta_shift, hp.tta_crop))
+    fast = forward_gmacs(module.net, hp.image_size, hp.in_chans) * views
+    default = EmotionRecognizer.load().module
+    assert fast <= 0.1 < forward_gmacs(default.net, default.hparams.image_size) / 8
 
 
 def test_detect_command_prints_json_and_writes_annotated_images(trained, tiny_tree, tmp_path, capsys):

@@ -57,6 +57,16 @@ def test_shipped_ensemble_scores_what_its_model_card_says():
     assert result["macro_f1"] == pytest.approx(0.710, abs=0.003)
 
 
+def test_shipped_fast_model_scores_what_its_model_card_says():
+    from fer import EmotionRecognizer
+    from fer.evaluate import evaluate_dataset
+
+    result = evaluate_dataset(EmotionRecognizer.load("fast"), FER2013_DIR, "validation")
+    # MODEL_CARD.md: 68.43% / 0.652 (2,456 faces)
+    assert result["faces"] == 3_589 and result["accuracy"] == pytest.approx(0.6843, abs=0.002)
+    assert result["macro_f1"] == pytest.approx(0.652, abs=0.003)
+
+
 @pytest.mark.skipif(not os.environ.get("FERPLUS_DIR"), reason="set FERPLUS_DIR to FER+'s folders to run")
 def test_shipped_ferplus_model_scores_what_its_model_card_says():
     from fer import EmotionRecognizer
