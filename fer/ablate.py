@@ -185,11 +185,11 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
     path. ``pending`` names the runs (``run seed N``) not finished yet."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / study["name"]
-    machines = list(dict.fromkeys(machine_label(r["machine"]) for r in results if "machine" in r))
+    machines = list(dict.fromkeys(machine_label(r["machine"]) for r in results))
     short = {m: f"M{i + 1}" for i, m in enumerate(machines)}
 
     def machine_of(r: dict) -> str:
-        return short[machine_label(r["machine"])] if "machine" in r else "?"
+        return short[machine_label(r["machine"])]
 
     rows = summarise(results)
     recall_columns = [f"recall_{e}" for e in results[0]["val_recall"]] if results else []

@@ -34,6 +34,7 @@ from fer.data import FERDataModule
 from fer.data.synthetic import render_face
 from fer.hardware import cpu_has_native_bf16, resolve_precision
 from fer.malloc import keep_freed_memory
+from fer.models.views import tta_views
 
 
 class StepTimer(L.Callback):
@@ -120,6 +121,14 @@ def forward_gmacs(model: torch.nn.Module, image_size: int, in_chans: int = 1) ->
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         copy.deepcopy(model).train()(torch.rand(2, in_chans, image_size, image_size))  # 2: BatchNorm needs it
     return round(counter.get_total_flops() / 4e9, 4)
+
+
+def face_gmacs(module: L.LightningModule) -> float:
+    """Multiply-accumulates a face costs a trained ``EmotionClassifier``, its test-time views included, in billions."""
+    hp = module.hparams
+    views = tta_views(torch.zeros(1, hp.in_chans, hp.image_size, hp.image_size), hp.tta_flip, hp.tta_shift,
+                      hp.tta_crop)
+    return forward_gmacs(module.net, hp.image_size, hp.in_chans) * len(views)
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048) -> float:
@@ -344,7 +353,6 @@ def bench_infer(argv: Sequence[str]) -> dict:
 
     from fer.api import OnnxClassifier, add_model_options, load_recognizer
     from fer.export import Probabilities, calibration_faces, export_onnx
-    from fer.models.views import tta_views
     from fer.video import stream
 
     parser = argparse.ArgumentParser(prog="fer bench infer", description=bench_infer.__doc__)
@@ -374,8 +382,7 @@ def bench_infer(argv: Sequence[str]) -> dict:
                      "tta_shift": module.hparams.tta_shift, "tta_crop": module.hparams.tta_crop,
                      "image_size": side, "threads": 1, "runtimes": {}}
     with tempfile.TemporaryDirectory() as tmp, torch_threads(1), torch.inference_mode():
-        views = len(tta_views(one, module.hparams.tta_flip, module.hparams.tta_shift, module.hparams.tta_crop))
-        gmacs = forward_gmacs(module.net, side, chans) * views
+        gmacs = face_gmacs(module)
         rate = matmul_gflops(torch.float32)
         results["fp32_estimate"] = {"forward_gmacs_per_face": round(gmacs, 4), "fp32_matmul_gflops_1_thread": rate,
                             "fp32_ms_at_matmul_rate": round(2 * gmacs / rate * 1000, 3)}
