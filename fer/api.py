@@ -38,7 +38,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 SHIPPED_MODELS = {
     "fer2013": WEIGHTS / "fer2013_vgg.ckpt",  # seven emotions, FER2013's labels: the default
     "ferplus": WEIGHTS / "ferplus_vgg.ckpt",  # eight (contempt too), FER+'s votes
-    "ensemble": WEIGHTS / "ensemble.ckpt",  # fer2013 and a second network averaged: more accurate, 1.6x the work
+    "ensemble": WEIGHTS / "ensemble.ckpt",  # fer2013 and a second network averaged: more accurate, 3.9x the work
     "fast": WEIGHTS / "fast_vgg.ckpt",  # a small network taught by fer2013 and others: 1/18 of its work a face
 }
 DEFAULT_MODEL = "fer2013"
