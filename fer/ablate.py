@@ -11,10 +11,13 @@ the runs, each a list of extra config files and command-line overrides (``base``
     runs:
       - {name: baseline}
       - {name: baseline_se, configs: [configs/backbones/baseline_se.yaml]}
+      - {name: seed_recipe, base: configs/baseline.yaml}   # a run may replace the study's base
+
 
 Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
 the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
-wall time and the facts of the machine it ran on). A run with a ``result.json`` is finished and kept, on
+wall time and the facts of the machine it ran on; for a model with test-time views, its accuracy with one view
+too). A run with a ``result.json`` is finished and kept, on
 whatever machine it ran; an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
 subset; ``--report`` only writes the report of the runs finished so far. The report
 (``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
@@ -42,8 +45,8 @@ from fer.hardware import machine_facts, machine_label
 from fer.reports import write_confusion
 from fer.training.lightning_cli import lightning_cli
 
-COLUMNS = ["run", "seed", "val_acc", "val_f1", "test_acc", "test_f1", "params_m", "gmacs", "train_img_s",
-           "latency_ms", "epochs", "wall_min", "machine"]
+COLUMNS = ["run", "seed", "val_acc", "val_acc_1view", "val_f1", "test_acc", "test_f1", "params_m", "gmacs",
+           "train_img_s", "latency_ms", "epochs", "wall_min", "machine"]
 
 
 def load_study(path: Path) -> dict:
@@ -65,11 +68,12 @@ def run_dir(out: Path, study: dict, name: str, seed: int) -> Path:
 
 
 def run_args(study: dict, run: dict, seed: int, out: Path, data_dir: str | None = None) -> list[str]:
-    """The ``fit`` command line of one run and seed: the study's configs, the run's, the budget, the run's
-    overrides last (so a run may change the budget, say)."""
+    """The ``fit`` command line of one run and seed: the study's base configs (or the run's own ``base``), the
+    run's configs, the budget, the run's overrides last (so a run may change the budget, say)."""
     budget = study.get("budget", {})
+    base = run.get("base", study["base"])
     args = ["fit"]
-    for config in study["base"] + run.get("configs", []):
+    for config in ([base] if isinstance(base, str) else list(base)) + run.get("configs", []):
         args += ["--config", config]
     args += [
         "--seed_everything", str(seed),
@@ -127,6 +131,12 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
     else:
         (test,) = trainer.test(model, dm, ckpt_path=best, verbose=False)
         result.update(test_acc=test["test/acc"], test_f1=test["test/f1"])
+    result["val_acc_1view"] = result["val_acc"]
+    views = model.hparams
+    if views.tta_flip or views.tta_shift or views.tta_crop:  # what the views add, at one view's cost
+        views.tta_flip, views.tta_shift, views.tta_crop = False, 0, 0
+        (one,) = trainer.validate(model, dm, ckpt_path=best, verbose=False)
+        result["val_acc_1view"] = one["val/acc"]
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -143,6 +153,8 @@ def summarise(results: list[dict]) -> list[dict]:
         seeds = [r for r in results if r["run"] == name]
         row = {k: float(np.mean([r[k] for r in seeds])) for k in
                ("val_acc", "val_f1", "params_m", "gmacs", "train_img_s", "latency_ms", "wall_min", "epochs")}
+        one_view = [r.get("val_acc_1view", math.nan) for r in seeds]  # nan: a result from before it was measured
+        row["val_acc_1view"] = float(np.mean(one_view))
         row.update(run=name, seeds=seeds, ci95=ci95(row["val_acc"], seeds[0].get("val_faces", 0)),
                    val_recall={e: float(np.mean([r["val_recall"][e] for r in seeds])) for e in seeds[0]["val_recall"]})
         rows.append(row)
@@ -208,20 +220,22 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         (f"Budget per run: {budget.get('epochs', '–')} epochs, {budget.get('minutes', '–')} minutes wall clock "
          f"(whichever ends first); seeds {', '.join(map(str, study['seeds']))}; config {base}.  "),
         ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
-         "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart). "
-         "Latency: batch 1, fp32, 1 CPU thread; MACs: one forward pass at the input size; training images/s and "
-         "wall time on the machine the run finished on."),
+         "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart); "
+         "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
+         "latency buy. Latency: batch 1, fp32, 1 CPU thread; MACs: one forward pass at the input size; training "
+         "images/s and wall time on the machine the run finished on."),
         "",
-        ("| run | val_acc | ± | per seed | val_f1 | params_m | gmacs | train_img_s | latency_ms | epochs | wall_min "
-         "| machine |"),
-        "|" + "---|" * 12,
+        ("| run | val_acc | ± | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s | latency_ms | epochs "
+         "| wall_min | machine |"),
+        "|" + "---|" * 13,
     ]
     for r in rows:
         per_seed = " / ".join(f"{s['val_acc']:.4f}" for s in r["seeds"])
         where = ", ".join(dict.fromkeys(machine_of(s) for s in r["seeds"]))
-        lines.append(f"| {r['run']} | **{r['val_acc']:.4f}** | {r['ci95']:.4f} | {per_seed} | {r['val_f1']:.4f} "
-                     f"| {r['params_m']:.3g} | {r['gmacs']:.3g} | {r['train_img_s']:.0f} | {r['latency_ms']:.3g} "
-                     f"| {r['epochs']:.0f} | {r['wall_min']:.1f} | {where} |")
+        one_view = "–" if math.isnan(r["val_acc_1view"]) else f"{r['val_acc_1view']:.4f}"
+        lines.append(f"| {r['run']} | **{r['val_acc']:.4f}** | {r['ci95']:.4f} | {per_seed} | {one_view} "
+                     f"| {r['val_f1']:.4f} | {r['params_m']:.3g} | {r['gmacs']:.3g} | {r['train_img_s']:.0f} "
+                     f"| {r['latency_ms']:.3g} | {r['epochs']:.0f} | {r['wall_min']:.1f} | {where} |")
     if pending:
         lines += ["", f"Not finished yet ({len(pending)}): {', '.join(pending)}."]
     if rows:

@@ -99,7 +99,10 @@ def _quantize_int8(source: Path, target: Path, calibration: np.ndarray) -> None:
 def export_onnx(module: EmotionClassifier, path: Path, quantize: str | None = None,
                 calibration: np.ndarray | None = None, tta_flip: bool | None = None) -> Path:
     """Write ``path`` (and, with ``quantize="int8"``, return its ``.int8.onnx`` sibling, calibrated on
-    ``calibration`` faces). ``tta_flip`` overrides the checkpoint's mirror-image averaging."""
+    ``calibration`` faces: asked for ``X.int8.onnx``, the float model goes to ``X.onnx``). ``tta_flip`` overrides
+    the checkpoint's mirror-image averaging."""
+    if quantize == "int8" and path.name.endswith(".int8.onnx"):
+        path = path.with_name(path.name.removesuffix(".int8.onnx") + ".onnx")
     info = model_info(module)
     example = torch.rand(2, info["in_chans"], info["image_size"], info["image_size"])
     model = Probabilities(module, tta_flip)

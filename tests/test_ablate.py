@@ -22,7 +22,9 @@ def write_study(tmp_path: Path, epochs: int) -> Path:
         "runs": [
             {"name": "baseline", "args": QUICK},
             {"name": "se", "configs": ["configs/backbones/baseline_se.yaml"], "args": QUICK},
-            {"name": "resnet18", "configs": ["configs/backbones/resnet18.yaml"], "args": QUICK},
+            # its own base (the seed's recipe, no schedule) and the mirror image as a second test-time view
+            {"name": "resnet18", "base": "configs/baseline.yaml", "configs": ["configs/backbones/resnet18.yaml"],
+             "args": [*QUICK, "--model.tta_flip", "true"]},
         ],
     }
     path = tmp_path / "study.yaml"
@@ -54,6 +56,9 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
                                                            for s in ("3", "4")]
     for r in rows:
         assert 0 <= float(r["recall_disgust"]) <= 1
+        assert 0 <= float(r["val_acc_1view"]) <= 1
+        if r["run"] != "resnet18":  # one view: the same figure
+            assert r["val_acc_1view"] == r["val_acc"]
         assert float(r["params_m"]) > 0 and float(r["gmacs"]) > 0 and float(r["latency_ms"]) > 0
     report = (results / "tiny.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ") and "**" in line]
@@ -67,6 +72,10 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     for name in ("baseline", "se", "resnet18"):  # one TensorBoard folder, readable run names
         assert list((out / "tiny" / name / "seed4").glob("events.out.tfevents.*"))
         assert json.loads((out / "tiny" / name / "seed4" / "val_confusion_matrix.json").read_text())["counts"]
+    saved = {name: yaml.safe_load((out / "tiny" / name / "seed3" / "config.yaml").read_text())["model"]
+             for name in ("baseline", "resnet18")}
+    assert saved["baseline"]["scheduler"] and saved["resnet18"]["scheduler"] is None  # the run's own base
+    assert saved["resnet18"]["tta_flip"] and "| 1 view |" in report
 
     monkeypatch.setenv("FER_STUDY", str(results / "tiny.csv"))
     monkeypatch.setenv("FER_STUDY_RUNS", str(out / "tiny"))

@@ -65,6 +65,13 @@ def test_int8_onnx_keeps_top1(checkpoint, faces, tiny_tree, capsys):
     assert agreement >= 0.95, agreement
 
 
+def test_an_int8_output_name_is_the_int8_models_name(checkpoint, tiny_tree, tmp_path):
+    written = main(["export", "--ckpt", str(checkpoint), "--format", "onnx", "--quantize", "int8",
+                    "--calibration_data", str(tiny_tree), "--output", str(tmp_path / "m.int8.onnx")])
+    assert written == tmp_path / "m.int8.onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.onnx"]  # the float model beside it
+
+
 def test_export_can_override_the_checkpoints_mirror_image_averaging(checkpoint, faces, tmp_path):
     module = EmotionClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
     flip = not module.hparams.tta_flip
