@@ -4,15 +4,15 @@ A study file names a base config, the data, the seeds, a budget (epochs and/or w
 the runs, each a list of extra config files and command-line overrides (``base`` may be a list of configs, stacked)::
 
     name: backbones
-    base: configs/baseline.yaml
+    base: [configs/fer2013_vgg/common.yaml, configs/study/recipe.yaml]
     data_dir: data/fer2013
     seeds: [42, 43]
     budget: {epochs: 30, minutes: 90}
+    args: [--data.num_workers, "2"]                        # overrides every run shares (optional)
     runs:
-      - {name: baseline}
-      - {name: baseline_se, configs: [configs/backbones/baseline_se.yaml]}
+      - {name: vgg_half, args: [--model.backbone, vgg_half]}
+      - {name: no_ema, configs: [configs/study/no_ema.yaml]}
       - {name: seed_recipe, base: configs/baseline.yaml}   # a run may replace the study's base
-
 
 Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
 the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
@@ -69,7 +69,7 @@ def run_dir(out: Path, study: dict, name: str, seed: int) -> Path:
 
 def run_args(study: dict, run: dict, seed: int, out: Path, data_dir: str | None = None) -> list[str]:
     """The ``fit`` command line of one run and seed: the study's base configs (or the run's own ``base``), the
-    run's configs, the budget, the run's overrides last (so a run may change the budget, say)."""
+    run's configs, the budget, the study's overrides, the run's last (so a run may change the budget, say)."""
     budget = study.get("budget", {})
     base = run.get("base", study["base"])
     args = ["fit"]
@@ -89,13 +89,12 @@ def run_args(study: dict, run: dict, seed: int, out: Path, data_dir: str | None 
         args += ["--trainer.max_time", f"00:{hours:02d}:{minutes:02d}:00"]
     if data_dir or study.get("data_dir"):
         args += ["--data.data_dir", str(data_dir or study["data_dir"])]
-    return args + [str(a) for a in run.get("args", [])]
+    return args + [str(a) for a in study.get("args", []) + run.get("args", [])]
 
 
 def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None) -> dict:
     name, folder = run["name"], run_dir(out, study, run["name"], seed)
     last = folder / "checkpoints" / "last.ckpt"
-    budget = study.get("budget", {})
     args = run_args(study, run, seed, out, data_dir)
     if last.is_file():
         print(f"[{name} seed {seed}] resuming from {last}")
@@ -120,7 +119,7 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
         "train_img_s": next(c for c in trainer.callbacks if isinstance(c, StepTimer)).result()["images_per_s"],
         "latency_ms": inference_latency_ms(model.net, model.hparams.image_size, model.hparams.in_chans),
         "epochs": trainer.current_epoch,
-        "budget": budget,
+        "budget": {**study.get("budget", {}), "epochs": trainer.max_epochs},  # the run's own, if it sets one
         "wall_min": round(wall / 60, 2),  # this sitting's; a resumed run's earlier sittings are not in it
         "machine": machine_facts(),
     }

@@ -19,12 +19,13 @@ def write_study(tmp_path: Path, epochs: int) -> Path:
         "data_dir": "synthetic",
         "seeds": [3, 4],
         "budget": {"epochs": epochs, "minutes": 5},
+        "args": QUICK,  # every run's
         "runs": [
-            {"name": "baseline", "args": QUICK},
-            {"name": "se", "configs": ["configs/backbones/baseline_se.yaml"], "args": QUICK},
-            # its own base (the seed's recipe, no schedule) and the mirror image as a second test-time view
+            {"name": "baseline"},
+            {"name": "se", "configs": ["configs/backbones/baseline_se.yaml"]},
+            # its own base (the seed's recipe, no schedule), budget, and the mirror image as a second view
             {"name": "resnet18", "base": "configs/baseline.yaml", "configs": ["configs/backbones/resnet18.yaml"],
-             "args": [*QUICK, "--model.tta_flip", "true"]},
+             "args": ["--model.tta_flip", "true", "--trainer.max_epochs", "2"]},
         ],
     }
     path = tmp_path / "study.yaml"
@@ -72,10 +73,13 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     for name in ("baseline", "se", "resnet18"):  # one TensorBoard folder, readable run names
         assert list((out / "tiny" / name / "seed4").glob("events.out.tfevents.*"))
         assert json.loads((out / "tiny" / name / "seed4" / "val_confusion_matrix.json").read_text())["counts"]
-    saved = {name: yaml.safe_load((out / "tiny" / name / "seed3" / "config.yaml").read_text())["model"]
-             for name in ("baseline", "resnet18")}
-    assert saved["baseline"]["scheduler"] and saved["resnet18"]["scheduler"] is None  # the run's own base
-    assert saved["resnet18"]["tta_flip"] and "| 1 view |" in report
+    saved = {name: yaml.safe_load((out / "tiny" / name / "seed3" / "config.yaml").read_text())
+             for name in ("baseline", "se", "resnet18")}
+    assert all(config["trainer"]["limit_train_batches"] == 3 for config in saved.values())  # the study's args
+    assert saved["baseline"]["model"]["scheduler"] and saved["resnet18"]["model"]["scheduler"] is None  # own base
+    assert saved["resnet18"]["model"]["tta_flip"] and "| 1 view |" in report
+    own = json.loads((out / "tiny" / "resnet18" / "seed3" / "result.json").read_text())
+    assert own["epochs"] == own["budget"]["epochs"] == 2 and own["budget"]["minutes"] == 5
 
     monkeypatch.setenv("FER_STUDY", str(results / "tiny.csv"))
     monkeypatch.setenv("FER_STUDY_RUNS", str(out / "tiny"))
