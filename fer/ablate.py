@@ -16,9 +16,9 @@ the runs, each a list of extra config files and command-line overrides (``base``
 
 Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
 the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
-wall time and the facts of the machine it ran on; for a model with test-time views, its accuracy with one view
-too). A run with a ``result.json`` is finished and kept, on
-whatever machine it ran; an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
+wall time summed over its sittings, the facts of the machine it finished on; for a model with test-time views,
+its accuracy with one view too). A run with a ``result.json`` is finished and kept, on whatever machine it ran;
+an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
 subset; ``--report`` only writes the report of the runs finished so far. The report
 (``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
 interval the validation set's size allows), per-class recall, the machines; a CSV of every run and seed;
@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its
 import numpy as np
 import yaml
 
-from fer.bench import StepTimer, forward_gmacs, inference_latency_ms
+from fer.bench import FitClock, StepTimer, forward_gmacs, inference_latency_ms
 from fer.data import FERDataError
 from fer.hardware import machine_facts, machine_label
 from fer.reports import write_confusion
@@ -81,6 +80,7 @@ def run_args(study: dict, run: dict, seed: int, out: Path, data_dir: str | None 
         "--trainer.logger.init_args.name", study["name"],
         "--trainer.logger.init_args.version", f"{run['name']}/seed{seed}",
         "--trainer.callbacks+=fer.bench.StepTimer",
+        "--trainer.callbacks+=fer.bench.FitClock",
     ]
     if "epochs" in budget:
         args += ["--trainer.max_epochs", str(budget["epochs"])]
@@ -100,9 +100,7 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
         print(f"[{name} seed {seed}] resuming from {last}")
         args += ["--ckpt_path", str(last)]
 
-    start = time.perf_counter()
     cli = lightning_cli(args)  # the real CLI's, in-process
-    wall = time.perf_counter() - start
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     best = trainer.checkpoint_callback.best_model_path or None
     (val,) = trainer.validate(model, dm, ckpt_path=best, verbose=False)
@@ -120,7 +118,7 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
         "latency_ms": inference_latency_ms(model.net, model.hparams.image_size, model.hparams.in_chans),
         "epochs": trainer.current_epoch,
         "budget": {**study.get("budget", {}), "epochs": trainer.max_epochs},  # the run's own, if it sets one
-        "wall_min": round(wall / 60, 2),  # this sitting's; a resumed run's earlier sittings are not in it
+        "wall_min": round(next(c for c in trainer.callbacks if isinstance(c, FitClock)).seconds() / 60, 2),
         "machine": machine_facts(),
     }
     try:
@@ -222,7 +220,7 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
          "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart); "
          "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
          "latency buy. Latency: batch 1, fp32, 1 CPU thread; MACs: one forward pass at the input size; training "
-         "images/s and wall time on the machine the run finished on."),
+         "images/s on the machine the run finished on; wall time summed over a resumed run's sittings."),
         "",
         ("| run | val_acc | ± | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s | latency_ms | epochs "
          "| wall_min | machine |"),

@@ -65,6 +65,27 @@ class StepTimer(L.Callback):
         return {"images_per_s": round(self.images / elapsed, 1), "data_wait_share": round(self.wait / elapsed, 4)}
 
 
+class FitClock(L.Callback):
+    """A run's wall time, from this callback's creation (so data loading and a teacher's pass count) to the end of
+    ``fit``, summed over sittings: carried in the checkpoints, so a run resumed from ``last.ckpt`` (on this machine
+    or another) counts what its earlier sittings spent up to that checkpoint."""
+
+    def __init__(self) -> None:
+        self.earlier, self.start = 0.0, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.earlier + (time.perf_counter() - self.start if self.start is not None else 0.0)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.earlier, self.start = self.seconds(), None
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.earlier = state_dict["seconds"]
+
+
 def _wall_times(run: Callable[[], object], runs: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         run()

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fer.cli import main
@@ -89,6 +90,11 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
 
     # An interrupted run: drop its result so only last.ckpt (epoch 1) is left; a 2-epoch budget resumes it.
     (out / "tiny" / "baseline" / "seed4" / "result.json").unlink()
+    last = out / "tiny" / "baseline" / "seed4" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert 0 < state["callbacks"]["FitClock"]["seconds"] < 600
+    state["callbacks"]["FitClock"]["seconds"] = 3600.0  # as if the first sitting had taken an hour
+    torch.save(state, last)
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
     main(["ablate", str(write_study(tmp_path, epochs=2)), *common, "--report"])  # reports, trains nothing
     assert "Not finished yet (1): baseline seed 4" in (results / "tiny.md").read_text()
@@ -97,6 +103,7 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
         assert path.stat().st_mtime_ns == mtime
     resumed = json.loads((out / "tiny" / "baseline" / "seed4" / "result.json").read_text())
     assert resumed["epochs"] == 2 and resumed["budget"]["epochs"] == 2 and resumed["machine"]["cores"] >= 1
+    assert 60 < resumed["wall_min"] < 70  # both sittings' time
 
 
 def test_a_subset_naming_an_unknown_run_is_refused(tmp_path, capsys):
