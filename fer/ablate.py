@@ -49,13 +49,15 @@ COLUMNS = ["run", "seed", "val_acc", "val_acc_1view", "val_f1", "test_acc", "tes
 
 
 def load_study(path: Path) -> dict:
-    """The study file, checked; ``seed: N`` is read as ``seeds: [N]``, and ``base`` as a list of configs."""
+    """The study file, checked; ``seed: N`` is read as ``seeds: [N]``, and the study's and the runs' ``base`` as
+    lists of configs."""
     study = yaml.safe_load(path.read_text())
     missing = {"name", "base", "runs"} - set(study or {})
     if missing:
         raise SystemExit(f"{path}: missing keys {sorted(missing)}; see `python -m fer ablate --help`")
     study["seeds"] = [int(s) for s in study.get("seeds", [study.get("seed", 42)])]
-    study["base"] = [study["base"]] if isinstance(study["base"], str) else list(study["base"])
+    for entry in [study, *(run for run in study["runs"] if "base" in run)]:
+        entry["base"] = [entry["base"]] if isinstance(entry["base"], str) else list(entry["base"])
     names = [run["name"] for run in study["runs"]]
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: run names must be unique, got {names}")
@@ -70,9 +72,8 @@ def run_args(study: dict, run: dict, seed: int, out: Path, data_dir: str | None 
     """The ``fit`` command line of one run and seed: the study's base configs (or the run's own ``base``), the
     run's configs, the budget, the study's overrides, the run's last (so a run may change the budget, say)."""
     budget = study.get("budget", {})
-    base = run.get("base", study["base"])
     args = ["fit"]
-    for config in ([base] if isinstance(base, str) else list(base)) + run.get("configs", []):
+    for config in run.get("base", study["base"]) + run.get("configs", []):
         args += ["--config", config]
     args += [
         "--seed_everything", str(seed),
