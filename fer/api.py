@@ -56,8 +56,8 @@ def model_path(name_or_path: str | Path | None) -> Path:
     path = SHIPPED_MODELS[name]
     if not path.is_file():
         raise FileNotFoundError(
-            f"No {name!r} model at {path}: train one (python -m fer fit --config configs/fast.yaml) and pass "
-            "its checkpoint, e.g. EmotionRecognizer.load('runs/fast/version_0/checkpoints/last.ckpt')"
+            f"No {name!r} model at {path}: train one (python -m fer fit --config configs/vgg_half.yaml) and pass "
+            "its checkpoint, e.g. EmotionRecognizer.load('runs/vgg_half/version_0/checkpoints/last.ckpt')"
         )
     return path
 

@@ -78,7 +78,7 @@ def test_load_without_a_path_says_how_to_get_a_model_when_none_ships(monkeypatch
     import fer.api
 
     monkeypatch.setitem(fer.api.SHIPPED_MODELS, "fer2013", tmp_path / "missing.ckpt")
-    with pytest.raises(FileNotFoundError, match="No 'fer2013' model at .*configs/fast.yaml"):
+    with pytest.raises(FileNotFoundError, match="No 'fer2013' model at .*configs/vgg_half.yaml"):
         EmotionRecognizer.load()
 
 
