@@ -124,3 +124,14 @@ def test_baseline_pools_before_its_activation_without_changing_the_result():
     assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(act, torch.nn.LeakyReLU)
     x = torch.randn(4, 1, 48, 48)
     assert torch.equal(model.features[0](x), pool(act(conv(x))))  # the seed's order: activation, then pool
+
+
+@pytest.mark.parametrize("name", ["baseline_se", "baseline_cbam"])
+def test_attention_weighs_each_blocks_pooled_output(name):
+    model = create_model(name, in_chans=1, num_classes=7, drop_rate=0.0, image_size=48).eval()
+    seen = []
+    for block in model.features:
+        block[-2].register_forward_hook(lambda mod, inp, out: seen.append((type(mod).__name__, out.shape[-1])))
+    model(torch.randn(2, 1, 48, 48))
+    assert [size for _, size in seen] == [24, 12, 6, 3]
+    assert all(kind in ("SEModule", "CbamModule") for kind, _ in seen)
