@@ -210,13 +210,14 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
                          for row in rows for r in row["seeds"])
 
     budget = study.get("budget", {})
+    limits = [f"{budget[k]} {unit}" for k, unit in (("epochs", "epochs"), ("minutes", "minutes wall clock")) if k in budget]
     base = " + ".join(f"`{b}`" for b in study["base"])
     lines = [
         f"# Study `{study['name']}`",
         "",
         f"Command: `{command}`  ",
-        (f"Budget per run: {budget.get('epochs', '–')} epochs, {budget.get('minutes', '–')} minutes wall clock "
-         f"(whichever ends first); seeds {', '.join(map(str, study['seeds']))}; config {base}.  "),
+        (f"Budget per run: {' or '.join(limits) or 'none'}{' (whichever ends first)' * (len(limits) > 1)}; "
+         f"a run's own epochs, where it sets them, in its row; seeds {', '.join(map(str, study['seeds']))}; config {base}.  "),
         ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
          "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart); "
          "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
