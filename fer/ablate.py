@@ -19,7 +19,8 @@ the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result
 wall time summed over its sittings, the facts of the machine it finished on; for a model with test-time views,
 its accuracy with one view too). A run with a ``result.json`` is finished and kept, on whatever machine it ran;
 an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
-subset; ``--report`` only writes the report of the runs finished so far. The report
+subset; ``--report`` only writes the report of the runs finished so far; ``--retime`` first times the finished
+runs' networks again, all in turns on this machine, so the latency column compares like with like. The report
 (``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
 interval the validation set's size allows), per-class recall, the machines; a CSV of every run and seed;
 plots of accuracy against MACs and against latency (``.png``) and of per-class recall (``_recall.png``).
@@ -36,11 +37,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its Agg backend by itself
 import numpy as np
+import torch
 import yaml
 
-from fer.bench import FitClock, StepTimer, forward_gmacs, inference_latency_ms
+from fer.bench import FitClock, StepTimer, forward_gmacs, inference_latency_ms, interleaved_latency_ms, torch_threads
 from fer.data import FERDataError
 from fer.hardware import machine_facts, machine_label
+from fer.models import create_model
 from fer.reports import write_confusion
 from fer.training.lightning_cli import lightning_cli
 
@@ -139,6 +142,31 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
     return result
 
 
+def retime(folders: Sequence[Path], calls: int = 50) -> None:
+    """Time the networks of finished runs again, in turns on this machine (``interleaved_latency_ms``), into each
+    ``result.json``'s ``latency_ms`` and ``latency_machine``.
+
+    A run's own latency is timed on whatever machine finished it, under whatever else ran there at the time;
+    timing them together on one quiet machine makes the column comparable. The networks are rebuilt from each
+    run's ``hparams.yaml``: latency does not depend on the weights."""
+    calls_of = {}
+    for folder in folders:
+        h = yaml.safe_load((folder / "hparams.yaml").read_text())
+        net = create_model(h["backbone"], in_chans=h["in_chans"], num_classes=len(h["emotions"]),
+                           drop_rate=h["drop_rate"], image_size=h["image_size"], **(h.get("backbone_kwargs") or {}))
+        if h.get("channels_last"):
+            net = net.to(memory_format=torch.channels_last)
+        net.eval()
+        x = torch.rand(1, h["in_chans"], h["image_size"], h["image_size"])
+        calls_of[folder] = lambda net=net, x=x: net(x)
+    with torch_threads(1), torch.inference_mode():
+        timed = interleaved_latency_ms(calls_of, calls)
+    for folder, t in timed.items():
+        result = json.loads((folder / "result.json").read_text())
+        result.update(latency_ms=round(t["p50_ms"], 3), latency_machine=machine_facts())
+        (folder / "result.json").write_text(json.dumps(result, indent=2))
+
+
 def ci95(acc: float, faces: int) -> float:
     """Half-width of the 95% normal interval of an accuracy measured on ``faces`` faces."""
     return 1.96 * math.sqrt(acc * (1 - acc) / faces) if faces else float("nan")
@@ -195,7 +223,8 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
     path. ``pending`` names the runs (``run seed N``) not finished yet."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / study["name"]
-    machines = list(dict.fromkeys(machine_label(r["machine"]) for r in results))
+    machines = list(dict.fromkeys(machine_label(m) for r in results
+                                  for m in (r["machine"], r.get("latency_machine", r["machine"]))))
     short = {m: f"M{i + 1}" for i, m in enumerate(machines)}
 
     def machine_of(r: dict) -> str:
@@ -209,19 +238,26 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         writer.writerows({**r, "machine": machine_of(r), **{f"recall_{e}": v for e, v in r["val_recall"].items()}}
                          for row in rows for r in row["seeds"])
 
+    timed_on = {short[machine_label(r["latency_machine"])] for r in results if "latency_machine" in r}
+    latency_where = (f"timed in turns on {timed_on.pop()} (`--retime`)"
+                     if len(timed_on) == 1 and all("latency_machine" in r for r in results)
+                     else "timed where each run finished (`--retime` times them all together)")
     budget = study.get("budget", {})
-    limits = [f"{budget[k]} {unit}" for k, unit in (("epochs", "epochs"), ("minutes", "minutes wall clock")) if k in budget]
+    limits = [f"{budget[key]} {unit}" for key, unit in (("epochs", "epochs"), ("minutes", "minutes wall clock"))
+              if key in budget]
     base = " + ".join(f"`{b}`" for b in study["base"])
     lines = [
         f"# Study `{study['name']}`",
         "",
         f"Command: `{command}`  ",
         (f"Budget per run: {' or '.join(limits) or 'none'}{' (whichever ends first)' * (len(limits) > 1)}; "
-         f"a run's own epochs, where it sets them, in its row; seeds {', '.join(map(str, study['seeds']))}; config {base}.  "),
+         f"a run's own epochs, where it sets them, in its row; seeds {', '.join(map(str, study['seeds']))}; "
+         f"config {base}.  "),
         ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
          "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart); "
          "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
-         "latency buy. Latency: batch 1, fp32, 1 CPU thread; MACs: one forward pass at the input size; training "
+         "latency buy. Latency: batch 1, fp32, 1 CPU thread, "
+         f"{latency_where}; MACs: one forward pass at the input size; training "
          "images/s on the machine the run finished on; wall time summed over a resumed run's sittings."),
         "",
         ("| run | val_acc | ± | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s | latency_ms | epochs "
@@ -260,6 +296,9 @@ def ablate(argv: Sequence[str]) -> list[dict]:
     parser.add_argument("--runs", nargs="+", metavar="NAME", help="train only these runs (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="N", help="train only these seeds (default: all)")
     parser.add_argument("--report", action="store_true", help="train nothing: report the runs finished so far")
+    parser.add_argument("--retime", action="store_true",
+                        help="train nothing: time the finished runs' networks again, in turns on this machine (run it "
+                             "with nothing else running), then report")
     args = parser.parse_args(argv)
     study = load_study(args.study)
     names = [run["name"] for run in study["runs"]]
@@ -268,13 +307,18 @@ def ablate(argv: Sequence[str]) -> list[dict]:
         if unknown:
             parser.error(f"{option} {' '.join(map(str, unknown))}: not in {args.study} (it has "
                          f"{', '.join(map(str, known))})")
+    folders = {(run["name"], seed): run_dir(args.out, study, run["name"], seed)
+               for run in study["runs"] for seed in study["seeds"]}
+    if args.retime:
+        retime([folder for folder in folders.values() if (folder / "result.json").is_file()])
     results, pending, todo = [], [], []
     for run in study["runs"]:
         for seed in study["seeds"]:
-            done = run_dir(args.out, study, run["name"], seed) / "result.json"
+            done = folders[run["name"], seed] / "result.json"
             if done.is_file():
                 results.append(json.loads(done.read_text()))
-            elif args.report or run["name"] not in (args.runs or names) or seed not in (args.seeds or study["seeds"]):
+            elif (args.report or args.retime or run["name"] not in (args.runs or names)
+                  or seed not in (args.seeds or study["seeds"])):
                 pending.append(f"{run['name']} seed {seed}")
             else:
                 todo.append((run, seed))

@@ -105,6 +105,18 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     assert resumed["epochs"] == 2 and resumed["budget"]["epochs"] == 2 and resumed["machine"]["cores"] >= 1
     assert 60 < resumed["wall_min"] < 70  # both sittings' time
 
+    # Latencies timed where each run finished, then all again in turns on this machine; nothing retrains.
+    assert "timed where each run finished" in (results / "tiny.md").read_text()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("last.ckpt")}
+    main(["ablate", str(write_study(tmp_path, epochs=2)), *common, "--retime"])
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in finished.items())
+    here = json.loads((out / "tiny" / "baseline" / "seed3" / "result.json").read_text())["machine"]
+    for path in out.rglob("result.json"):
+        result = json.loads(path.read_text())
+        assert result["latency_machine"] == here and result["latency_ms"] > 0
+    assert json.loads(moved.read_text())["machine"]["cpu"] == "Other CPU"  # where it ran is kept
+    assert "timed in turns on M1 (`--retime`)" in (results / "tiny.md").read_text()
+
 
 def test_a_subset_naming_an_unknown_run_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
