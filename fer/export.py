@@ -144,7 +144,8 @@ def export_command(argv: Sequence[str]) -> Path:
     parser.add_argument("--calibration_data", help="with --quantize: training data whose faces calibrate the int8 "
                         "activation ranges (a data_dir: folder tree, fer2013.csv or 'synthetic')")
     parser.add_argument("--tta_flip", choices=["true", "false"],
-                        help="average each face with its mirror image (default: as the checkpoint was trained)")
+                        help="average each face with its mirror image (default: as the checkpoint was trained; "
+                             "for an ensemble, each member's mirror image)")
     parser.add_argument("--half", action="store_true",
                         help="checkpoint only: store the weights in fp16 (half the file; loaded back as fp32)")
     parser.add_argument("--output", type=Path, help="file to write (default: next to the checkpoint)")
@@ -174,6 +175,10 @@ def export_command(argv: Sequence[str]) -> Path:
         print(f"Wrote {output}")
         return output
     module = recognizer.module
+    if tta_flip is not None and module.hparams.backbone == "ensemble":  # each member's mirror, not one around all
+        for spec in module.net.specs:
+            spec["tta_flip"] = tta_flip
+        tta_flip = None
     if args.format == "onnx":
         calibration = calibration_faces(args.calibration_data, module.hparams.image_size) if args.quantize else None
         written = export_onnx(module, output, args.quantize, calibration, tta_flip)

@@ -56,6 +56,21 @@ def test_an_ensemble_exports_to_one_onnx_graph(members, faces, tmp_path):
     assert EmotionRecognizer.load(str(written)).emotions == list(EMOTIONS)
 
 
+def test_tta_flip_on_export_sets_every_members_mirror_view(members, faces, tmp_path):
+    written = main(["export", "--ckpt", *map(str, members), "--tta_flip", "false", "--output",
+                    str(tmp_path / "ensemble.onnx")])
+    on_onnx = ort.InferenceSession(str(written)).run(None, {"image": faces.numpy()})[0]
+    plain = []
+    for path in members:
+        module = EmotionRecognizer.load(str(path)).module.eval()
+        module.hparams.tta_flip = False
+        with torch.inference_mode():
+            plain.append(module.probabilities(faces))
+    off = np.abs(on_onnx - (0.5 * plain[0] + 0.5 * plain[1]).numpy()).max()
+    with_mirror = 0.5 * probabilities(members[0], faces) + 0.5 * probabilities(members[1], faces)
+    assert off <= 1e-4 and np.abs(on_onnx - with_mirror.numpy()).max() > 10 * max(off, 1e-6)  # a's mirror is gone
+
+
 def test_a_member_with_other_emotions_is_refused_by_name(members, tmp_path, capsys):
     eight = member(tmp_path / "ferplus_like.ckpt", "vgg_half", 1.0, 2, emotions=ALL_EMOTIONS)
     with pytest.raises(ConfigError, match="ferplus_like.ckpt has emotions .*contempt.*a.ckpt has"):
