@@ -16,8 +16,8 @@ the runs, each a list of extra config files and command-line overrides (``base``
 
 Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
 the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
-wall time summed over its sittings, the facts of the machine it finished on; for a model with test-time views,
-its accuracy with one view too). A run with a ``result.json`` is finished and kept, on whatever machine it ran;
+wall time summed over its sittings and kept per machine, the facts of the machine it finished on; for a model
+with test-time views, its accuracy with one view too). A run with a ``result.json`` is finished and kept, on whatever machine it ran;
 an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
 subset; ``--report`` only writes the report of the runs finished so far; ``--retime`` first times the finished
 runs' networks again, all in turns on this machine, so the latency column compares like with like. The report
@@ -107,6 +107,7 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
     cli = lightning_cli(args)  # the real CLI's, in-process
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     best = trainer.checkpoint_callback.best_model_path or None
+    clock = next(c for c in trainer.callbacks if isinstance(c, FitClock))
     (val,) = trainer.validate(model, dm, ckpt_path=best, verbose=False)
     write_confusion(model.last_val_confusion, model.emotions, folder, "val_confusion_matrix")
     result = {
@@ -122,7 +123,8 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
         "latency_ms": inference_latency_ms(model.net, model.hparams.image_size, model.hparams.in_chans),
         "epochs": trainer.current_epoch,
         "budget": {**study.get("budget", {}), "epochs": trainer.max_epochs},  # the run's own, if it sets one
-        "wall_min": round(next(c for c in trainer.callbacks if isinstance(c, FitClock)).seconds() / 60, 2),
+        "wall_min": round(clock.seconds() / 60, 2),
+        "wall_min_by_machine": {machine: round(sec / 60, 2) for machine, sec in clock.by_machine().items()},
         "machine": machine_facts(),
     }
     try:
@@ -223,12 +225,15 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
     path. ``pending`` names the runs (``run seed N``) not finished yet."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / study["name"]
-    machines = list(dict.fromkeys(machine_label(m) for r in results
-                                  for m in (r["machine"], r.get("latency_machine", r["machine"]))))
+    def trained_on(r: dict) -> list[str]:  # every sitting's machine, or the one it finished on
+        return list(r.get("wall_min_by_machine") or [machine_label(r["machine"])])
+
+    machines = list(dict.fromkeys([m for r in results for m in trained_on(r)] +
+                                  [machine_label(r.get("latency_machine", r["machine"])) for r in results]))
     short = {m: f"M{i + 1}" for i, m in enumerate(machines)}
 
     def machine_of(r: dict) -> str:
-        return short[machine_label(r["machine"])]
+        return "+".join(short[m] for m in trained_on(r))
 
     rows = summarise(results)
     recall_columns = [f"recall_{e}" for e in results[0]["val_recall"]] if results else []
@@ -258,7 +263,8 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
          "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
          "latency buy. Latency: batch 1, fp32, 1 CPU thread, "
          f"{latency_where}; MACs: one forward pass at the input size; training "
-         "images/s on the machine the run finished on; wall time summed over a resumed run's sittings."),
+         "images/s on the machine the run finished on; wall time summed over a resumed run's sittings (M1+M2: "
+         "sittings on both)."),
         "",
         ("| run | val_acc | ± | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s | latency_ms | epochs "
          "| wall_min | machine |"),

@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fer.data import FERDataModule
 from fer.data.synthetic import render_face
-from fer.hardware import cpu_has_native_bf16, resolve_precision
+from fer.hardware import cpu_has_native_bf16, machine_facts, machine_label, resolve_precision
 from fer.malloc import keep_freed_memory
 from fer.models.views import tta_views
 
@@ -67,23 +67,32 @@ class StepTimer(L.Callback):
 
 class FitClock(L.Callback):
     """A run's wall time, from this callback's creation (so data loading and a teacher's pass count) to the end of
-    ``fit``, summed over sittings: carried in the checkpoints, so a run resumed from ``last.ckpt`` (on this machine
-    or another) counts what its earlier sittings spent up to that checkpoint."""
+    ``fit``, summed over sittings and kept per machine (``machine_label``): carried in the checkpoints, so a run
+    resumed from ``last.ckpt`` (on this machine or another) counts what its earlier sittings spent, and where."""
 
     def __init__(self) -> None:
-        self.earlier, self.start = 0.0, time.perf_counter()
+        self.machine, self.earlier, self.start = machine_label(machine_facts()), {}, time.perf_counter()
+
+    def by_machine(self) -> dict[str, float]:
+        """Seconds spent on each machine, this sitting's included."""
+        spent = dict(self.earlier)
+        if self.start is not None:
+            spent[self.machine] = spent.get(self.machine, 0.0) + time.perf_counter() - self.start
+        return spent
 
     def seconds(self) -> float:
-        return self.earlier + (time.perf_counter() - self.start if self.start is not None else 0.0)
+        return sum(self.by_machine().values())
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.earlier, self.start = self.seconds(), None
+        self.earlier, self.start = self.by_machine(), None
 
-    def state_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds()}
+    def state_dict(self) -> dict:
+        spent = self.by_machine()
+        return {"seconds": sum(spent.values()), "by_machine": spent}
 
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self.earlier = state_dict["seconds"]
+    def load_state_dict(self, state_dict: dict) -> None:
+        # A checkpoint from before machines were kept has the total alone.
+        self.earlier = dict(state_dict.get("by_machine") or {"machine not recorded": state_dict["seconds"]})
 
 
 def _wall_times(run: Callable[[], object], runs: int, warmup: int) -> list[float]:

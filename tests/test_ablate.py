@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from fer.cli import main
+from fer.hardware import machine_label
 from notebooks import run_notebook
 
 QUICK = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--data.num_workers", "0",
@@ -50,6 +51,7 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     moved = out / "tiny" / "se" / "seed3" / "result.json"
     other = json.loads(moved.read_text())
     other["machine"] = {**other["machine"], "cpu": "Other CPU", "family": "6", "model": "143"}
+    other["wall_min_by_machine"] = {machine_label(other["machine"]): other["wall_min"]}
     moved.write_text(json.dumps(other))
     main(["ablate", str(study), *common])  # the rest of the study
     assert json.loads(moved.read_text())["machine"]["cpu"] == "Other CPU"
@@ -92,8 +94,10 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     (out / "tiny" / "baseline" / "seed4" / "result.json").unlink()
     last = out / "tiny" / "baseline" / "seed4" / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=False)
-    assert 0 < state["callbacks"]["FitClock"]["seconds"] < 600
-    state["callbacks"]["FitClock"]["seconds"] = 3600.0  # as if the first sitting had taken an hour
+    clock = state["callbacks"]["FitClock"]
+    assert 0 < clock["seconds"] < 600 and list(clock["by_machine"].values()) == [clock["seconds"]]
+    other = "Other CPU (family 6 model 143), 2 cores, AVX2, no native bf16"
+    state["callbacks"]["FitClock"] = {"seconds": 3600.0, "by_machine": {other: 3600.0}}  # an hour elsewhere first
     torch.save(state, last)
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
     main(["ablate", str(write_study(tmp_path, epochs=2)), *common, "--report"])  # reports, trains nothing
@@ -103,7 +107,11 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
         assert path.stat().st_mtime_ns == mtime
     resumed = json.loads((out / "tiny" / "baseline" / "seed4" / "result.json").read_text())
     assert resumed["epochs"] == 2 and resumed["budget"]["epochs"] == 2 and resumed["machine"]["cores"] >= 1
-    assert 60 < resumed["wall_min"] < 70  # both sittings' time
+    assert 60 < resumed["wall_min"] < 70  # both sittings' time, each machine's apart
+    assert resumed["wall_min_by_machine"][other] == 60 and len(resumed["wall_min_by_machine"]) == 2
+    report = (results / "tiny.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| baseline |"))
+    assert f": {other}" in report and "+" in row.split("|")[-2]
 
     # Latencies timed where each run finished, then all again in turns on this machine; nothing retrains.
     assert "timed where each run finished" in (results / "tiny.md").read_text()
