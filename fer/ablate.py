@@ -17,8 +17,8 @@ the runs, each a list of extra config files and command-line overrides (``base``
 Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
 the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
 wall time summed over its sittings and kept per machine, the facts of the machine it finished on; for a model
-with test-time views, its accuracy with one view too). A run with a ``result.json`` is finished and kept, on whatever machine it ran;
-an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
+with test-time views, its accuracy with one view too). A run with a ``result.json`` is finished and kept, on
+whatever machine it ran; an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
 subset; ``--report`` only writes the report of the runs finished so far; ``--retime`` first times the finished
 runs' networks again, all in turns on this machine, so the latency column compares like with like. The report
 (``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
