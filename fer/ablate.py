@@ -43,12 +43,14 @@ import yaml
 from fer.bench import FitClock, StepTimer, forward_gmacs, inference_latency_ms, interleaved_latency_ms, torch_threads
 from fer.data import FERDataError
 from fer.hardware import machine_facts, machine_label
-from fer.models import create_model
 from fer.reports import write_confusion
+from fer.training import EmotionClassifier
 from fer.training.lightning_cli import lightning_cli
 
 COLUMNS = ["run", "seed", "val_acc", "val_acc_1view", "val_f1", "test_acc", "test_f1", "params_m", "gmacs",
            "train_img_s", "latency_ms", "epochs", "wall_min", "machine"]
+# The hyper-parameters that shape a run's network (the rest are its training's).
+NET_KEYS = ("backbone", "emotions", "image_size", "in_chans", "drop_rate", "backbone_kwargs", "channels_last")
 
 
 def load_study(path: Path) -> dict:
@@ -154,11 +156,7 @@ def retime(folders: Sequence[Path], calls: int = 50) -> None:
     calls_of = {}
     for folder in folders:
         h = yaml.safe_load((folder / "hparams.yaml").read_text())
-        net = create_model(h["backbone"], in_chans=h["in_chans"], num_classes=len(h["emotions"]),
-                           drop_rate=h["drop_rate"], image_size=h["image_size"], **(h.get("backbone_kwargs") or {}))
-        if h.get("channels_last"):
-            net = net.to(memory_format=torch.channels_last)
-        net.eval()
+        net = EmotionClassifier(**{key: h[key] for key in NET_KEYS if key in h}).net.eval()  # as the run built it
         x = torch.rand(1, h["in_chans"], h["image_size"], h["image_size"])
         calls_of[folder] = lambda net=net, x=x: net(x)
     with torch_threads(1), torch.inference_mode():
