@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer.models.ensemble import Ensemble
 from fer.models.views import net_logits, normalize_input
 from fer.training import EmotionClassifier
 
@@ -43,6 +44,10 @@ class Probabilities(nn.Module):
         self.net = module.net.float().eval()
         self.normalize = module.hparams.normalize
         self.tta_flip = module.hparams.tta_flip if tta_flip is None else tta_flip
+        if isinstance(self.net, Ensemble) and tta_flip is not None:  # each member's mirror, not one around them all
+            self.net = copy.copy(self.net)  # the same members; the caller's model keeps its own views
+            self.net.specs = [{**spec, "tta_flip": tta_flip} for spec in self.net.specs]
+            self.tta_flip = module.hparams.tta_flip
         self.tta_shift, self.tta_crop = module.hparams.tta_shift, module.hparams.tta_crop
         self.temperature = module.temperature
         self.eval()
@@ -175,10 +180,6 @@ def export_command(argv: Sequence[str]) -> Path:
         print(f"Wrote {output}")
         return output
     module = recognizer.module
-    if tta_flip is not None and module.hparams.backbone == "ensemble":  # each member's mirror, not one around all
-        for spec in module.net.specs:
-            spec["tta_flip"] = tta_flip
-        tta_flip = None
     if args.format == "onnx":
         calibration = calibration_faces(args.calibration_data, module.hparams.image_size) if args.quantize else None
         written = export_onnx(module, output, args.quantize, calibration, tta_flip)
