@@ -112,13 +112,15 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
     clock = next(c for c in trainer.callbacks if isinstance(c, FitClock))
     (val,) = trainer.validate(model, dm, ckpt_path=best, verbose=False)
     write_confusion(model.last_val_confusion, model.emotions, folder, "val_confusion_matrix")
+    correct = "".join("01"[int(hit)] for hit in model.last_val_correct)
     result = {
         "run": name,
         "seed": seed,
         "val_acc": val["val/acc"],
         "val_f1": val["val/f1"],
-        "val_faces": len(dm.tables["validation"]),
+        "val_faces": len(correct),  # the faces judged (all of the split unless limit_val_batches)
         "val_recall": {e: val[f"val/recall/{e}"] for e in model.emotions},
+        "val_correct": correct,  # face by face, in the validation split's order: `paired_gap`
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "gmacs": forward_gmacs(model.net, model.hparams.image_size, model.hparams.in_chans),
         "train_img_s": next(c for c in trainer.callbacks if isinstance(c, StepTimer)).result()["images_per_s"],
@@ -170,6 +172,22 @@ def retime(folders: Sequence[Path], calls: int = 50) -> None:
 def ci95(acc: float, faces: int) -> float:
     """Half-width of the 95% normal interval of an accuracy measured on ``faces`` faces."""
     return 1.96 * math.sqrt(acc * (1 - acc) / faces) if faces else float("nan")
+
+
+def paired_gap(row: dict, best: dict) -> tuple[float, float] | None:
+    """Accuracy gap of ``row`` to ``best`` (two ``summarise`` rows) measured face by face on the same validation
+    faces, and its 95% half-width; None where a run's result predates ``val_correct``. Two runs' errors are
+    correlated (the same hard faces), so this interval is narrower than each accuracy's own."""
+    def hits(r: dict) -> np.ndarray | None:  # each face's share of seeds that got it right
+        if not all("val_correct" in s for s in r["seeds"]):
+            return None
+        return np.mean([np.frombuffer(s["val_correct"].encode(), np.uint8) - ord("0") for s in r["seeds"]], axis=0)
+
+    a, b = hits(row), hits(best)
+    if a is None or b is None or len(a) != len(b):
+        return None
+    gap = a - b
+    return float(gap.mean()), 1.96 * float(gap.std(ddof=1)) / math.sqrt(len(gap))
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -257,22 +275,26 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
          f"a run's own epochs, where it sets them, in its row; seeds {', '.join(map(str, study['seeds']))}; "
          f"config {base}.  "),
         ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
-         "95% interval of an accuracy measured on this many faces (two runs closer than that are not told apart); "
+         "95% interval of an accuracy measured on this many faces; vs best: the gap to the top run counted face "
+         "by face on the same faces, with its 95% interval (narrower than ±: two runs miss many of the same "
+         "faces), so a gap whose interval holds 0 is not a real difference; "
          "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
          "latency buy. Latency: batch 1, fp32, 1 CPU thread, "
          f"{latency_where}; MACs: one forward pass at the input size; training "
          "images/s on the machine the run finished on; wall time summed over a resumed run's sittings (M1+M2: "
          "sittings on both)."),
         "",
-        ("| run | val_acc | ± | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s | latency_ms | epochs "
-         "| wall_min | machine |"),
-        "|" + "---|" * 13,
+        ("| run | val_acc | ± | vs best | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s | latency_ms "
+         "| epochs | wall_min | machine |"),
+        "|" + "---|" * 14,
     ]
     for r in rows:
         per_seed = " / ".join(f"{s['val_acc']:.4f}" for s in r["seeds"])
         where = ", ".join(dict.fromkeys(machine_of(s) for s in r["seeds"]))
         one_view = "–" if math.isnan(r["val_acc_1view"]) else f"{r['val_acc_1view']:.4f}"
-        lines.append(f"| {r['run']} | **{r['val_acc']:.4f}** | {r['ci95']:.4f} | {per_seed} | {one_view} "
+        gap = paired_gap(r, rows[0])
+        versus = "best" if r is rows[0] else "–" if gap is None else f"{gap[0]:+.4f} ± {gap[1]:.4f}"
+        lines.append(f"| {r['run']} | **{r['val_acc']:.4f}** | {r['ci95']:.4f} | {versus} | {per_seed} | {one_view} "
                      f"| {r['val_f1']:.4f} | {r['params_m']:.3g} | {r['gmacs']:.3g} | {r['train_img_s']:.0f} "
                      f"| {r['latency_ms']:.3g} | {r['epochs']:.0f} | {r['wall_min']:.1f} | {where} |")
     if pending:

@@ -58,6 +58,11 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     rows = list(csv.DictReader((results / "tiny.csv").read_text().splitlines()))
     assert sorted((r["run"], r["seed"]) for r in rows) == [(n, s) for n in ("baseline", "resnet18", "se")
                                                            for s in ("3", "4")]
+    for path in out.rglob("result.json"):  # each face's hit or miss, for paired comparisons
+        result = json.loads(path.read_text())
+        hits = result["val_correct"]
+        assert len(hits) == result["val_faces"] and set(hits) <= {"0", "1"}
+        assert abs(hits.count("1") / len(hits) - result["val_acc"]) < 1e-6
     for r in rows:
         assert 0 <= float(r["recall_disgust"]) <= 1
         assert 0 <= float(r["val_acc_1view"]) <= 1
@@ -72,6 +77,9 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     se_row = next(line for line in table if line.startswith("| se |"))
     assert "M1, M2" in se_row or "M2, M1" in se_row  # its two seeds ran on two machines
     assert "| run | angry | disgust |" in report  # per-class recall
+    versus = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in table}  # the gap to the best
+    assert list(versus.values()).count("best") == 1 and " ± " in versus["baseline" if versus["se"] == "best" else "se"]
+    assert versus["resnet18"] in ("best", "–")  # its batch of 128 judged other faces: not compared face by face
     assert (results / "tiny.png").stat().st_size > 10_000 and (results / "tiny_recall.png").stat().st_size > 10_000
     for name in ("baseline", "se", "resnet18"):  # one TensorBoard folder, readable run names
         assert list((out / "tiny" / name / "seed4").glob("events.out.tfevents.*"))
@@ -156,3 +164,24 @@ def test_macs_count_the_self_attention_too():
     baseline, mhsa = forward_gmacs(create_model("baseline"), 48), forward_gmacs(create_model("baseline_mhsa"), 48)
     assert abs(baseline - 0.4298) < 1e-3  # 2.65 M + 170 M + 170 M + 85 M conv MACs + 2.5 M dense
     assert mhsa > baseline + 0.03  # two encoder layers over 9 tokens of width 512
+
+
+def test_runs_are_compared_face_by_face_with_the_best():
+    from fer.ablate import paired_gap, summarise
+
+    def result(run: str, seed: int, hits: str | None) -> dict:
+        r = {"run": run, "seed": seed, "val_acc": (hits or "1100").count("1") / 4, "val_faces": 4,
+             "val_recall": {"happy": 1.0}, **dict.fromkeys(("val_f1", "params_m", "gmacs", "train_img_s",
+                                                             "latency_ms", "wall_min", "epochs"), 1.0)}
+        return r if hits is None else {**r, "val_correct": hits}
+
+    rows = summarise([result("a", 1, "1110"), result("a", 2, "1101"),  # seeds averaged per face
+                      result("b", 1, "1000"), result("b", 2, "1010"), result("c", 1, None)])
+    best, other, older = (next(r for r in rows if r["run"] == name) for name in "abc")
+    assert rows[0] is best
+    gap, half = paired_gap(other, best)
+    per_face = [1 - 1, 0 - 1, 0.5 - 0.5, 0 - 0.5]  # b's share of seeds right, less a's, face by face
+    assert gap == pytest.approx(sum(per_face) / 4) == pytest.approx(other["val_acc"] - best["val_acc"])
+    assert half == pytest.approx(1.96 * float(torch.tensor(per_face).std()) / 2)
+    assert paired_gap(best, best) == (0.0, 0.0)
+    assert paired_gap(older, best) is None  # a result from before faces were recorded

@@ -200,7 +200,7 @@ class EmotionClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
         self.metrics[f"{stage}_"].update(logits.detach().float(), y)
-        if stage == "val" and self.hparams.calibrate:
+        if stage == "val":
             self._val_logits.append(logits.detach().float())
             self._val_labels.append(y)
         if stage == "test":
@@ -306,12 +306,15 @@ class EmotionClassifier(L.LightningModule):
         self._val_logits, self._val_labels = [], []
         if self.trainer.sanity_checking:
             return
-        if logits and self.trainer.state.fn == "fit":  # a checkpoint's temperature is its training run's
+        if logits:
             logits, labels = torch.cat(logits), torch.cat(labels)
-            if self.trainer.world_size > 1:  # every rank fits the same temperature, on all ranks' logits
-                logits, labels = self.all_gather(logits).flatten(0, 1), self.all_gather(labels).flatten()
-            self.temperature = fit_temperature(logits, labels)
-            self.log("val/temperature", self.temperature)
+            # which faces this rank got right, in the validation loader's order: runs compared face by face
+            self.last_val_correct = (logits.argmax(-1) == labels).cpu()
+            if self.hparams.calibrate and self.trainer.state.fn == "fit":  # a checkpoint's temperature is its run's
+                if self.trainer.world_size > 1:  # every rank fits the same temperature, on all ranks' logits
+                    logits, labels = self.all_gather(logits).flatten(0, 1), self.all_gather(labels).flatten()
+                self.temperature = fit_temperature(logits, labels)
+                self.log("val/temperature", self.temperature)
         self.last_val_confusion = values["confusion"].cpu()
         self.val_acc_best.update(values["acc"])
         self.log("hp/val_acc_best", self.val_acc_best.compute())
