@@ -78,8 +78,13 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     assert "M1, M2" in se_row or "M2, M1" in se_row  # its two seeds ran on two machines
     assert "| run | angry | disgust |" in report  # per-class recall
     versus = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in table}  # the gap to the best
-    assert list(versus.values()).count("best") == 1 and " ± " in versus["baseline" if versus["se"] == "best" else "se"]
-    assert versus["resnet18"] in ("best", "–")  # its batch of 128 judged other faces: not compared face by face
+    faces = {name: json.loads((out / "tiny" / name / "seed3" / "result.json").read_text())["val_faces"]
+             for name in versus}
+    assert faces["baseline"] == faces["se"] != faces["resnet18"]  # resnet18's batches of 128 judge more faces
+    (best,) = [name for name, gap in versus.items() if gap == "best"]
+    for name in set(versus) - {best}:  # compared face by face only on the same faces
+        paired = faces[name] == faces[best]
+        assert (" ± " in versus[name]) == paired and (versus[name] == "–") == (not paired)
     assert (results / "tiny.png").stat().st_size > 10_000 and (results / "tiny_recall.png").stat().st_size > 10_000
     for name in ("baseline", "se", "resnet18"):  # one TensorBoard folder, readable run names
         assert list((out / "tiny" / name / "seed4").glob("events.out.tfevents.*"))
