@@ -1,4 +1,4 @@
-"""``python -m fer bench train|infer|detect``: measurements printed as JSON.
+"""``python -m fer bench train|infer|models|detect|serve``: measurements printed as JSON.
 
 - ``train --config …``: for each precision × memory format, ``--batches`` training steps of the full Lightning
   stack (after ``--warmup`` steps) and of the same model, data loader and precision in a minimal PyTorch loop:
@@ -8,6 +8,9 @@
   batch throughput of eager PyTorch, TorchScript and ONNX Runtime, and the detection + classification
   pipeline's frames/s on a 640×480 video with one face; and what the model's FLOPs cost at a one-thread fp32
   matrix-multiply rate.
+- ``models --calibration_data …``: the shipped models (or ``--ckpt`` ones) side by side as a deployment runs them:
+  each one's int8 ONNX export, its test-time views inside, timed in turns at batch 1 on one thread, and its
+  faces/s at a larger batch; with the MACs a face and the file size beside, and the machine's facts.
 - ``detect --photos …|--split_dir …``: face detectors on annotated photographs, or on FER-style faces pasted into
   640×480 noise.
 - ``serve [--clients 8 --seconds 20]``: a bounded load test of the web API on loopback.
@@ -460,6 +463,47 @@ def bench_infer(argv: Sequence[str]) -> dict:
     return results
 
 
+def bench_models(argv: Sequence[str]) -> dict:
+    """Shipped models (or checkpoints) side by side as a deployment runs them: each one's int8 ONNX export, its
+    test-time views inside, timed in turns at batch 1 on one thread, and faces/s at a larger batch."""
+    from fer.api import SHIPPED_MODELS, OnnxClassifier, model_path
+    from fer.export import calibration_faces, export_onnx
+    from fer.training.module import EmotionClassifier
+
+    parser = argparse.ArgumentParser(prog="fer bench models", description=bench_models.__doc__)
+    parser.add_argument("--ckpt", nargs="+", default=list(SHIPPED_MODELS),
+                        help=f"shipped models' names or checkpoints (default: all of {', '.join(SHIPPED_MODELS)})")
+    parser.add_argument("--calibration_data", required=True,
+                        help="training data the int8 exports are calibrated on (see `fer export --quantize int8`)")
+    parser.add_argument("--runs", type=int, default=500, help="timed batch-1 calls per model")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the models take turns in this many rounds of runs/rounds calls each")
+    parser.add_argument("--batch", type=int, default=64, help="batch size of the throughput measurement")
+    args = parser.parse_args(argv)
+
+    results: dict = {"machine": machine_label(machine_facts()), "runtime": "onnxruntime int8, 1 thread",
+                     "models": {}}
+    classifiers, inputs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp, torch_threads(1), torch.inference_mode():
+        for i, name in enumerate(args.ckpt):
+            path = model_path(name)
+            module = EmotionClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+            side, chans = module.hparams.image_size, module.hparams.in_chans
+            int8 = export_onnx(module, Path(tmp) / f"model{i}.onnx", "int8",
+                               calibration_faces(args.calibration_data, side))
+            classifiers[name] = OnnxClassifier(int8, threads=1)
+            inputs[name] = np.random.default_rng(0).random((args.batch, chans, side, side), np.float32)
+            results["models"][name] = {"gmacs_per_face": round(face_gmacs(module), 4),
+                                       "file_mb": round(path.stat().st_size / 1e6, 1)}
+        rows = interleaved_latency_ms({name: (lambda c=c, x=inputs[name][:1]: c(x)) for name, c in classifiers.items()},
+                                      args.runs, args.rounds)
+        for name, classifier in classifiers.items():
+            seconds = latency_ms(lambda c=classifier, x=inputs[name]: c(x), 10, warmup=2)["p50_ms"] / 1000
+            results["models"][name] |= {**rows[name], "batch_faces_per_s": round(args.batch / seconds, 1)}
+            print(json.dumps({name: results["models"][name]}), flush=True)
+    return results
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
@@ -525,7 +569,8 @@ def bench_serve(argv: Sequence[str]) -> dict:
     }
 
 
-BENCHES = {"train": bench_train, "infer": bench_infer, "detect": bench_detect, "serve": bench_serve}
+BENCHES = {"train": bench_train, "infer": bench_infer, "models": bench_models, "detect": bench_detect,
+           "serve": bench_serve}
 
 
 def bench_command(argv: Sequence[str]) -> None:

@@ -86,3 +86,22 @@ def test_bench_serve_holds_a_short_load_without_errors(trained, tmp_path, capsys
     assert result["errors"] == 0 and result["requests"] >= 3
     assert 0 < result["p50_ms"] <= result["p99_ms"] and result["requests_per_s"] > 0
     assert result["rss_mb"]["end"] > 0
+
+
+def test_bench_models_times_each_int8_export_in_turns_beside_its_cost(trained, tiny_tree, tmp_path, capsys):
+    from fer.bench import face_gmacs
+    from fer.hardware import machine_facts, machine_label
+
+    ckpt = tmp_path / "m.ckpt"
+    trained[0].save(str(ckpt))
+    main(["bench", "models", "--ckpt", "fast", str(ckpt), "--calibration_data", str(tiny_tree), "--runs", "6",
+          "--rounds", "2", "--batch", "4"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n"):])
+    assert result["machine"] == machine_label(machine_facts())
+    assert list(result["models"]) == ["fast", str(ckpt)]
+    fast, mine = result["models"]["fast"], result["models"][str(ckpt)]
+    assert fast["gmacs_per_face"] == 0.09 and fast["file_mb"] == 1.8  # one view of 0.09 GMACs, as shipped
+    assert mine["gmacs_per_face"] == round(face_gmacs(trained[0].module), 4)
+    for row in (fast, mine):
+        assert 0 < row["p50_ms"] <= row["p99_ms"] and len(row["round_p50_ms"]) == 2 and row["batch_faces_per_s"] > 0
