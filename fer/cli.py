@@ -1,6 +1,6 @@
 """Command line: ``python -m fer {fit,validate,test,predict} --config configs/….yaml`` (LightningCLI), plus
-``convert-csv``, ``check-data``, ``bench``, ``ablate``, ``detect``, ``evaluate``, ``export``, ``stream`` and
-``serve``."""
+``convert-csv``, ``check-data``, ``bench``, ``ablate``, ``detect``, ``evaluate``, ``export``,
+``select-ensemble``, ``stream`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from fer.emotions import ALL_EMOTIONS
 from fer.errors import FERError
 from fer.evaluate import evaluate_command
 from fer.export import export_command
+from fer.select_ensemble import select_ensemble
 from fer.serve import serve_command
 from fer.stream import stream_command
 from fer.training.lightning_cli import lightning_cli
@@ -60,6 +61,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "detect": detect_command,
     "evaluate": evaluate_command,
     "export": export_command,
+    "select-ensemble": select_ensemble,
     "stream": stream_command,
     "serve": serve_command,
 }

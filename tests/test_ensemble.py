@@ -80,3 +80,37 @@ def test_a_member_with_other_emotions_is_refused_by_name(members, tmp_path, caps
     with pytest.raises(SystemExit):
         main(["export", "--ckpt", *map(str, members), "--weights", "1"])
     assert "needs --output" in capsys.readouterr().err
+
+
+def test_select_ensemble_scores_every_combination_that_fits_against_the_best_single_model(members, tiny_tree,
+                                                                                         tmp_path, capsys):
+    from fer.data import FERDataModule
+    from fer.select_ensemble import fp16_mb
+
+    third = member(tmp_path / "c.ckpt", "vgg_half", 1.0, 3)
+    candidates = [*map(str, members), str(third)]
+    sizes = {c: fp16_mb(EmotionRecognizer.load(c).module) for c in candidates}
+    budget = sizes[candidates[0]] + sizes[candidates[2]] + 0.01  # a and c together fit, nothing larger with a or b
+    rows = main(["select-ensemble", "--ckpt", *candidates, "--data_dir", str(tiny_tree), "--max_members", "2",
+                 "--max_mb", str(budget), "--output", str(tmp_path / "pick.csv")])
+    table = FERDataModule(str(tiny_tree), num_workers=0).load_split("validation")
+    probs = {c: probabilities(c, table.images[:, None].float() / 255).numpy() for c in candidates}
+    right = {c: p.argmax(1) == table.labels.numpy() for c, p in probs.items()}
+    fitting = {c for c in candidates if sizes[c] <= budget}
+    pairs = {f"{a} + {b}" for i, a in enumerate(candidates) for b in candidates[i + 1:]
+             if sizes[a] + sizes[b] <= budget}
+    assert {row["members"] for row in rows} == fitting | pairs and f"{candidates[0]} + {candidates[2]}" in pairs
+    assert [row["accuracy"] for row in rows] == sorted((row["accuracy"] for row in rows), reverse=True)
+    best = max(candidates, key=lambda c: right[c].mean())  # the reference, whether or not it fits
+    for row in rows:
+        names = row["members"].split(" + ")
+        mean = np.mean([probs[c] for c in names], axis=0)  # equal weights of calibrated probabilities
+        correct = mean.argmax(1) == table.labels.numpy()
+        assert row["accuracy"] == round(float(correct.mean()), 4) and row["fp16_mb"] <= budget
+        assert (row["won"], row["lost"]) == ((correct & ~right[best]).sum(), (~correct & right[best]).sum())
+    assert f"against the best single candidate, {best}" in capsys.readouterr().out
+    assert len((tmp_path / "pick.csv").read_text().splitlines()) == len(rows) + 1
+
+    eight = member(tmp_path / "ferplus_like.ckpt", "vgg_half", 1.0, 2, emotions=ALL_EMOTIONS)
+    with pytest.raises(SystemExit, match="ferplus_like.ckpt: emotions"):
+        main(["select-ensemble", "--ckpt", candidates[0], str(eight), "--data_dir", str(tiny_tree)])

@@ -14,7 +14,7 @@ LAYERS = {
     "fer.data": 1, "fer.models": 1, "fer.faces": 1,
     "fer.training": 2,
     "fer.api": 3, "fer.video": 3, "fer.export": 3, "fer.detect": 3, "fer.stream": 3, "fer.serve": 3,
-    "fer.bench": 3, "fer.ablate": 3, "fer.evaluate": 3,
+    "fer.bench": 3, "fer.ablate": 3, "fer.evaluate": 3, "fer.select_ensemble": 3,
     "fer.cli": 4, "fer.__main__": 4, "fer": 4,  # the package itself re-exports the recognizer
 }
 
