@@ -4,9 +4,10 @@ best on a split, within a size budget.
 Each candidate's calibrated probabilities (its own normalisation, test-time views and temperature: what
 ``EmotionRecognizer.ensemble`` averages) are computed once on the split; then every combination of up to
 ``--max_members`` candidates whose fp16 weights fit ``--max_mb`` is scored with equal weights. The table lists the
-best with accuracy, macro-F1, multiply-adds a face, fp16 megabytes and, against the best single candidate, the
-faces won and lost and their sign test. Choosing on the faces that score the choice flatters the winner: with many
-combinations, read its figure as an upper bound, or measure it again on other faces.
+best with accuracy, macro-F1, multiply-adds a face, fp16 megabytes and, against a reference (the best single
+candidate, or ``--reference``: the ensemble to beat), the faces won and lost and their sign test. Choosing on the
+faces that score the choice flatters the winner: with many combinations, read its figure as an upper bound, or
+measure it again on other faces.
 """
 
 from __future__ import annotations
@@ -59,11 +60,15 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
     parser.add_argument("--max_members", type=int, default=3, help="most members a combination holds (default 3)")
     parser.add_argument("--max_mb", type=float, default=math.inf,
                         help="most megabytes a combination's weights take in fp16 (default: no limit)")
+    parser.add_argument("--reference", nargs="+", metavar="CKPT",
+                        help="the candidates whose average the others are compared with (default: the best one alone)")
     parser.add_argument("--top", type=int, default=10, help="rows of the printed table (default 10)")
     parser.add_argument("--output", type=Path, help="a CSV of every combination scored")
     args = parser.parse_args(argv)
     if len(set(args.ckpt)) != len(args.ckpt):
         raise ConfigError(f"--ckpt: a candidate is listed twice in {args.ckpt}")
+    if unknown := set(args.reference or []) - set(args.ckpt):
+        raise ConfigError(f"--reference {' '.join(sorted(unknown))}: not among the --ckpt candidates")
 
     candidates, first, faces, labels = {}, None, None, None
     for name in track(args.ckpt, description="Candidates' probabilities", transient=True):
@@ -84,7 +89,8 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
 
     n_classes, target = len(first[1][0]), torch.from_numpy(labels)
     correct = {name: c["probs"].argmax(1) == labels for name, c in candidates.items()}
-    best_single = max(candidates, key=lambda name: correct[name].mean())
+    reference = args.reference or [max(candidates, key=lambda name: correct[name].mean())]
+    reference_right = np.mean([candidates[m]["probs"] for m in reference], axis=0).argmax(1) == labels
     rows = []
     for size in range(1, min(args.max_members, len(candidates)) + 1):
         for members in itertools.combinations(candidates, size):
@@ -93,7 +99,7 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
                 continue
             predicted = np.mean([candidates[m]["probs"] for m in members], axis=0).argmax(1)
             right = predicted == labels
-            won, lost, z = sign_test(right, correct[best_single])
+            won, lost, z = sign_test(right, reference_right)
             f1 = multiclass_f1_score(torch.from_numpy(predicted), target, n_classes, average="macro")
             gmacs = sum(candidates[m]["gmacs"] for m in members)
             rows.append({"members": " + ".join(members), "accuracy": round(float(right.mean()), 4),
@@ -104,7 +110,7 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
                           f"{min(c['mb'] for c in candidates.values()):.1f} MB)")
     rows.sort(key=lambda row: -row["accuracy"])
     print(f"{len(rows)} combinations of {len(candidates)} candidates on {len(labels)} {args.split} faces; won/lost/z: "
-          f"against the best single candidate, {best_single}")
+          f"against {' + '.join(reference)} ({reference_right.mean():.4f})")
     print("| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]))
     for row in rows[:args.top]:
         print("| " + " | ".join(str(v) for v in row.values()) + " |")

@@ -108,8 +108,17 @@ def test_select_ensemble_scores_every_combination_that_fits_against_the_best_sin
         correct = mean.argmax(1) == table.labels.numpy()
         assert row["accuracy"] == round(float(correct.mean()), 4) and row["fp16_mb"] <= budget
         assert (row["won"], row["lost"]) == ((correct & ~right[best]).sum(), (~correct & right[best]).sum())
-    assert f"against the best single candidate, {best}" in capsys.readouterr().out
+    assert f"against {best} (" in capsys.readouterr().out
     assert len((tmp_path / "pick.csv").read_text().splitlines()) == len(rows) + 1
+
+    pair = candidates[:2]  # the ensemble to beat, whether or not it fits
+    rows = main(["select-ensemble", "--ckpt", *candidates, "--data_dir", str(tiny_tree), "--reference", *pair])
+    reference = np.mean([probs[c] for c in pair], axis=0).argmax(1) == table.labels.numpy()
+    for row in rows:
+        correct = np.mean([probs[c] for c in row["members"].split(" + ")], axis=0).argmax(1) == table.labels.numpy()
+        assert (row["won"], row["lost"]) == ((correct & ~reference).sum(), (~correct & reference).sum())
+    pair_row = next(row for row in rows if row["members"] == " + ".join(pair))
+    assert pair_row["won"] == pair_row["lost"] == 0 and pair_row["z"] == 0
 
     eight = member(tmp_path / "ferplus_like.ckpt", "vgg_half", 1.0, 2, emotions=ALL_EMOTIONS)
     with pytest.raises(SystemExit, match="ferplus_like.ckpt: emotions"):
