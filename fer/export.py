@@ -97,8 +97,10 @@ def _quantize_int8(source: Path, target: Path, calibration: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"  # shapes inferred and graph optimised, as the quantiser expects
         quant_pre_process(str(source), str(prepared))
+        # 7-bit weights (reduce_range): without VNNI (AVX2-only CPUs) ONNX Runtime's u8 x s8 products saturate
+        # 16-bit sums, and an export must run on any CPU.
         quantize_static(str(prepared), str(target), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def export_onnx(module: EmotionClassifier, path: Path, quantize: str | None = None,
