@@ -24,11 +24,10 @@ import torch
 from rich.progress import track
 from torchmetrics.functional.classification import multiclass_f1_score
 
-from fer.api import model_path
+from fer.api import EmotionRecognizer
 from fer.bench import face_gmacs
 from fer.data import FERDataError, FERDataModule
 from fer.errors import ConfigError
-from fer.export import Probabilities
 from fer.training.module import EmotionClassifier
 
 
@@ -36,14 +35,6 @@ def fp16_mb(module: EmotionClassifier) -> float:
     """Megabytes of the network's weights stored as the shipped members are: floating-point tensors in fp16."""
     return sum(t.numel() * (2 if t.is_floating_point() else t.element_size())
                for t in module.net.state_dict().values()) / 1e6
-
-
-def probabilities(module: EmotionClassifier, faces: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """(N, emotions) calibrated probabilities of (N, S, S) uint8 faces, with the model's own test-time views."""
-    model = Probabilities(module)
-    with torch.inference_mode():
-        return torch.cat([model(faces[i:i + batch_size, None].float() / 255)
-                          for i in range(0, len(faces), batch_size)]).numpy()
 
 
 def sign_test(correct: np.ndarray, reference: np.ndarray) -> tuple[int, int, float]:
@@ -72,7 +63,8 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
 
     candidates, first, faces, labels = {}, None, None, None
     for name in track(args.ckpt, description="Candidates' probabilities", transient=True):
-        module = EmotionClassifier.load_from_checkpoint(model_path(name), map_location="cpu", weights_only=False)
+        recognizer = EmotionRecognizer.load(name, detector="haar")  # the faces come cropped: never called
+        module = recognizer.module
         shape = (list(module.emotions), module.hparams.image_size, module.hparams.in_chans)
         if first is None:
             first = (name, shape)
@@ -80,11 +72,11 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
             if (table := dm.load_split(args.split)) is None:
                 raise FERDataError(f"{args.data_dir}: no {args.split} split")
             known = table.labels >= 0  # faces of emotions the models do not know are left out
-            faces, labels = table.images[known], table.labels[known].numpy()
+            faces, labels = table.images[known].numpy(), table.labels[known].numpy()
         elif shape != first[1]:
             raise ConfigError(f"{name}: emotions, image size and channels {shape} differ from {first[0]}'s "
                               f"{first[1]}; an ensemble's members share them")
-        candidates[name] = {"probs": probabilities(module, faces), "gmacs": face_gmacs(module),
+        candidates[name] = {"probs": recognizer.face_probabilities(faces), "gmacs": face_gmacs(module),
                             "mb": fp16_mb(module)}
 
     n_classes, target = len(first[1][0]), torch.from_numpy(labels)
