@@ -277,7 +277,7 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
          "95% interval of an accuracy measured on this many faces; vs best: the gap to the top run counted face "
          "by face on the same faces, with its 95% interval (narrower than ±: two runs miss many of the same "
-         "faces), so a gap whose interval holds 0 is not a real difference; "
+         "faces), so a gap whose interval holds 0 is not a real difference (bold: the best and the runs it cannot be told from); "
          "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
          "latency buy. Latency: batch 1, fp32, 1 CPU thread, "
          f"{latency_where}; MACs: one forward pass at the input size; training "
@@ -294,7 +294,9 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         one_view = "–" if math.isnan(r["val_acc_1view"]) else f"{r['val_acc_1view']:.4f}"
         gap = paired_gap(r, rows[0])
         versus = "best" if r is rows[0] else "–" if gap is None else f"{gap[0]:+.4f} ± {gap[1]:.4f}"
-        lines.append(f"| {r['run']} | **{r['val_acc']:.4f}** | {r['ci95']:.4f} | {versus} | {per_seed} | {one_view} "
+        tied = r is rows[0] or (gap is not None and abs(gap[0]) <= gap[1])
+        acc = f"**{r['val_acc']:.4f}**" if tied else f"{r['val_acc']:.4f}"
+        lines.append(f"| {r['run']} | {acc} | {r['ci95']:.4f} | {versus} | {per_seed} | {one_view} "
                      f"| {r['val_f1']:.4f} | {r['params_m']:.3g} | {r['gmacs']:.3g} | {r['train_img_s']:.0f} "
                      f"| {r['latency_ms']:.3g} | {r['epochs']:.0f} | {r['wall_min']:.1f} | {where} |")
     if pending:

@@ -70,8 +70,9 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
             assert r["val_acc_1view"] == r["val_acc"]
         assert float(r["params_m"]) > 0 and float(r["gmacs"]) > 0 and float(r["latency_ms"]) > 0
     report = (results / "tiny.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("| ") and "**" in line]
-    means = [float(line.split("**")[1]) for line in table]
+    rows_of = report.split("| run | val_acc |")[1].split("\n\n")[0].splitlines()[2:]  # the main table's rows
+    table = [line for line in rows_of if line.startswith("| ")]
+    means = [float(line.split("|")[2].strip(" *")) for line in table]
     assert len(table) == 3 and means == sorted(means, reverse=True)  # one row a run, best first
     assert "Not finished" not in report and "Other CPU (family 6 model 143)" in report
     se_row = next(line for line in table if line.startswith("| se |"))
@@ -85,6 +86,10 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     for name in set(versus) - {best}:  # compared face by face only on the same faces
         paired = faces[name] == faces[best]
         assert (" ± " in versus[name]) == paired and (versus[name] == "–") == (not paired)
+        if paired:  # bold: not told apart from the best
+            gap, half_width = map(float, versus[name].split(" ± "))
+            assert ("**" in next(line for line in table if line.startswith(f"| {name} |"))) == (abs(gap) <= half_width)
+    assert "**" in next(line for line in table if line.startswith(f"| {best} |"))
     assert (results / "tiny.png").stat().st_size > 10_000 and (results / "tiny_recall.png").stat().st_size > 10_000
     for name in ("baseline", "se", "resnet18"):  # one TensorBoard folder, readable run names
         assert list((out / "tiny" / name / "seed4").glob("events.out.tfevents.*"))
