@@ -109,7 +109,8 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
     cli = lightning_cli(args)  # the real CLI's, in-process
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     best = trainer.checkpoint_callback.best_model_path or None
-    clock = next(c for c in trainer.callbacks if isinstance(c, FitClock))
+    # Read before validating: restoring the best checkpoint restores the clock's state as of that epoch.
+    spent = next(c for c in trainer.callbacks if isinstance(c, FitClock)).by_machine()
     (val,) = trainer.validate(model, dm, ckpt_path=best, verbose=False)
     write_confusion(model.last_val_confusion, model.emotions, folder, "val_confusion_matrix")
     correct = "".join("01"[int(hit)] for hit in model.last_val_correct)
@@ -127,8 +128,8 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
         "latency_ms": inference_latency_ms(model.net, model.hparams.image_size, model.hparams.in_chans),
         "epochs": trainer.current_epoch,
         "budget": {**study.get("budget", {}), "epochs": trainer.max_epochs},  # the run's own, if it sets one
-        "wall_min": round(clock.seconds() / 60, 2),
-        "wall_min_by_machine": {machine: round(sec / 60, 2) for machine, sec in clock.by_machine().items()},
+        "wall_min": round(sum(spent.values()) / 60, 2),
+        "wall_min_by_machine": {machine: round(sec / 60, 2) for machine, sec in spent.items()},
         "machine": machine_facts(),
     }
     try:

@@ -83,9 +83,6 @@ class FitClock(L.Callback):
             spent[self.machine] = spent.get(self.machine, 0.0) + time.perf_counter() - self.start
         return spent
 
-    def seconds(self) -> float:
-        return sum(self.by_machine().values())
-
     def on_fit_end(self, trainer, pl_module) -> None:
         self.earlier, self.start = self.by_machine(), None
 

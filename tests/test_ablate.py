@@ -63,6 +63,8 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
         hits = result["val_correct"]
         assert len(hits) == result["val_faces"] and set(hits) <= {"0", "1"}
         assert abs(hits.count("1") / len(hits) - result["val_acc"]) < 1e-6
+        last_clock = torch.load(path.parent / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["FitClock"]
+        assert result["wall_min"] * 60 >= last_clock["seconds"] - 0.6  # the whole run's, not its best epoch's
     for r in rows:
         assert 0 <= float(r["recall_disgust"]) <= 1
         assert 0 <= float(r["val_acc_1view"]) <= 1
