@@ -112,7 +112,8 @@ def test_offline_pretrained_fails_fast_with_advice():
 
 
 @pytest.mark.parametrize("name,input_size", [("convnext_atto", None), ("mobilenetv3_small_100", 96),
-                                             ("vit_tiny_patch16_224", 64), ("efficientnet_b0", 64)])
+                                             ("vit_tiny_patch16_224", 64), ("efficientnet_b0", 64),
+                                             ("mobilevit_xxs", 64)])
 def test_timm_families_build_for_faces(name, input_size):
     model = create_model(name, in_chans=1, num_classes=7, drop_rate=0.1, image_size=48, input_size=input_size)
     assert model.eval()(torch.rand(2, 1, 48, 48)).shape == (2, 7)
