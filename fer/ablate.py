@@ -316,6 +316,19 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
     return stem.with_suffix(".md")
 
 
+def _on_disk(folders: dict[tuple[str, int], Path]) -> tuple[list[dict], list[str]]:
+    """The results finished so far, read anew (another ``ablate`` may be running other runs of the study), and the
+    runs (``run seed N``) still to do, both in the study's order."""
+    results, pending = [], []
+    for (name, seed), folder in folders.items():
+        done = folder / "result.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+        else:
+            pending.append(f"{name} seed {seed}")
+    return results, pending
+
+
 def ablate(argv: Sequence[str]) -> list[dict]:
     parser = argparse.ArgumentParser(prog="fer ablate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -341,21 +354,17 @@ def ablate(argv: Sequence[str]) -> list[dict]:
                for run in study["runs"] for seed in study["seeds"]}
     if args.retime:
         retime([folder for folder in folders.values() if (folder / "result.json").is_file()])
-    results, pending, todo = [], [], []
-    for run in study["runs"]:
-        for seed in study["seeds"]:
-            done = folders[run["name"], seed] / "result.json"
-            if done.is_file():
-                results.append(json.loads(done.read_text()))
-            elif (args.report or args.retime or run["name"] not in (args.runs or names)
-                  or seed not in (args.seeds or study["seeds"])):
-                pending.append(f"{run['name']} seed {seed}")
-            else:
-                todo.append((run, seed))
+
+    todo = [] if args.report or args.retime else [
+        (run, seed) for run in study["runs"] for seed in study["seeds"]
+        if run["name"] in (args.runs or names) and seed in (args.seeds or study["seeds"])
+        and not (folders[run["name"], seed] / "result.json").is_file()]
     command = "python -m fer ablate " + " ".join(argv)
-    for i, (run, seed) in enumerate(todo):  # the report is rewritten before each run: an interruption loses none
-        write_report(study, results, args.results, command, pending + [f"{r['name']} seed {s}" for r, s in todo[i:]])
-        results.append(_run_one(study, run, seed, args.out, args.data_dir))
+    for run, seed in todo:  # the report is rewritten before each run: an interruption loses none
+        results, pending = _on_disk(folders)
+        write_report(study, results, args.results, command, pending)
+        _run_one(study, run, seed, args.out, args.data_dir)
+    results, pending = _on_disk(folders)
     report = write_report(study, results, args.results, command, pending)
     print(report.read_text())
     return results

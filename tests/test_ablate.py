@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+import fer.ablate
 from fer.cli import main
 from fer.hardware import machine_label
 from notebooks import run_notebook
@@ -47,13 +48,21 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     report = (results / "tiny.md").read_text()
     assert "Not finished yet (4): baseline seed 4, se seed 4, resnet18 seed 3, resnet18 seed 4" in report
 
-    # A run finished on another kind of machine is kept as it is, and the report says which machine ran what.
+    # A run finished on another kind of machine, copied in while the rest of the study trains, is kept as it is;
+    # the report reads the results anew, so it says which machine ran what.
     moved = out / "tiny" / "se" / "seed3" / "result.json"
     other = json.loads(moved.read_text())
     other["machine"] = {**other["machine"], "cpu": "Other CPU", "family": "6", "model": "143"}
     other["wall_min_by_machine"] = {machine_label(other["machine"]): other["wall_min"]}
-    moved.write_text(json.dumps(other))
+    train_one = fer.ablate._run_one
+
+    def copy_in_then_train(*args):
+        moved.write_text(json.dumps(other))
+        return train_one(*args)
+
+    monkeypatch.setattr(fer.ablate, "_run_one", copy_in_then_train)
     main(["ablate", str(study), *common])  # the rest of the study
+    monkeypatch.setattr(fer.ablate, "_run_one", train_one)
     assert json.loads(moved.read_text())["machine"]["cpu"] == "Other CPU"
     rows = list(csv.DictReader((results / "tiny.csv").read_text().splitlines()))
     assert sorted((r["run"], r["seed"]) for r in rows) == [(n, s) for n in ("baseline", "resnet18", "se")
