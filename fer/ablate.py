@@ -13,6 +13,7 @@ the runs, each a list of extra config files and command-line overrides (``base``
       - {name: vgg_half, args: [--model.backbone, vgg_half]}
       - {name: no_ema, configs: [configs/study/no_ema.yaml]}
       - {name: seed_recipe, base: configs/baseline.yaml}   # a run may replace the study's base
+    reference: vgg_half                                    # the run the others are counted against (optional)
 
 Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
 the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
@@ -23,7 +24,9 @@ subset; ``--report`` only writes the report of the runs finished so far; ``--ret
 runs' networks again, all in turns on this machine, so the latency column compares like with like. The report
 (``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
 interval the validation set's size allows), per-class recall, the machines; a CSV of every run and seed;
-plots of accuracy against MACs and against latency (``.png``) and of per-class recall (``_recall.png``).
+plots of accuracy against MACs and against latency (``.png``, where the runs' networks differ in MACs), of each
+run's gap to the reference run (the best, unless the study names one; ``_gaps.png``) and of per-class recall
+(``_recall.png``).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def load_study(path: Path) -> dict:
     names = [run["name"] for run in study["runs"]]
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: run names must be unique, got {names}")
+    if study.get("reference", names[0]) not in names:
+        raise SystemExit(f"{path}: reference {study['reference']!r} is not one of its runs ({', '.join(names)})")
     return study
 
 
@@ -206,7 +211,7 @@ def summarise(results: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: r["val_acc"], reverse=True)
 
 
-def _plots(study: dict, rows: list[dict], stem: Path) -> None:
+def _cost_plot(study: dict, rows: list[dict], stem: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, sharey=True)
     for ax, key, label in ((axes[0], "gmacs", "GMACs a face (one forward pass)"),
                            (axes[1], "latency_ms", "single-face latency, ms (batch 1, fp32, 1 CPU thread)")):
@@ -222,6 +227,28 @@ def _plots(study: dict, rows: list[dict], stem: Path) -> None:
     fig.savefig(stem.with_suffix(".png"))
     plt.close(fig)
 
+
+def _gap_plot(study: dict, gaps: dict[str, tuple[float, float]], reference: str, stem: Path) -> None:
+    """A forest plot: each run's paired gap to ``reference`` with its 95% interval, in points."""
+    names = sorted(gaps, key=lambda name: gaps[name][0])
+    fig, ax = plt.subplots(figsize=(7.5, 0.4 * len(names) + 1.6), dpi=110)
+    for i, name in enumerate(names):
+        gap, half = (100 * v for v in gaps[name])
+        ax.errorbar(gap, i, xerr=half, fmt="o", capsize=3, color="tab:blue" if abs(gap) <= half else "tab:red")
+        ax.annotate(f"{gap:+.1f} ± {half:.1f}", (gap, i), fontsize=7, xytext=(0, 6), textcoords="offset points",
+                    ha="center")
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set_xlabel("points, counted face by face, with the 95% interval (red: a real difference)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(f"{study['name']}: validation accuracy gap to {reference}")
+    fig.tight_layout()
+    fig.savefig(stem.parent / f"{stem.name}_gaps.png")
+    plt.close(fig)
+
+
+def _recall_plot(study: dict, rows: list[dict], stem: Path) -> None:
     emotions = list(rows[0]["val_recall"])
     recall = np.array([[r["val_recall"][e] for e in emotions] for r in rows])
     fig, ax = plt.subplots(figsize=(1.1 * len(emotions) + 3, 0.35 * len(rows) + 1.5), dpi=110)
@@ -253,6 +280,9 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         return "+".join(short[m] for m in trained_on(r))
 
     rows = summarise(results)
+    named = next((r for r in rows if r["run"] == study.get("reference")), None)  # None till it is finished
+    reference = named or (rows[0] if rows else None)
+    versus = f"`{named['run']}`" if named else "best"
     recall_columns = [f"recall_{e}" for e in results[0]["val_recall"]] if results else []
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS + recall_columns, extrasaction="ignore")
@@ -276,29 +306,29 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
          f"a run's own epochs, where it sets them, in its row; seeds {', '.join(map(str, study['seeds']))}; "
          f"config {base}.  "),
         ("Accuracy and macro-F1: validation split, each run's best checkpoint, the mean over its seeds; ± is the "
-         "95% interval of an accuracy measured on this many faces; vs best: the gap to the top run counted face "
-         "by face on the same faces, with its 95% interval (narrower than ±: two runs miss many of the same "
-         "faces), so a gap whose interval holds 0 is not a real difference (bold: the best and the runs it "
-         "cannot be told from); "
+         f"95% interval of an accuracy measured on this many faces; vs {versus}: the gap to "
+         f"{'the top run' if versus == 'best' else versus} counted face by face on the same faces, with its 95% "
+         "interval (narrower than ±: two runs miss many of the same faces), so a gap whose interval holds 0 is not "
+         "a real difference (bold: the best and the runs it cannot be told from); "
          "1 view: the same checkpoints without test-time views (the mirror image), the accuracy the MACs and "
          "latency buy. Latency: batch 1, fp32, 1 CPU thread, "
          f"{latency_where}; MACs: one forward pass at the input size; training "
          "images/s on the machine the run finished on; wall time summed over a resumed run's sittings (M1+M2: "
          "sittings on both)."),
         "",
-        ("| run | val_acc | ± | vs best | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s | latency_ms "
-         "| epochs | wall_min | machine |"),
+        (f"| run | val_acc | ± | vs {versus} | per seed | 1 view | val_f1 | params_m | gmacs | train_img_s "
+         "| latency_ms | epochs | wall_min | machine |"),
         "|" + "---|" * 14,
     ]
     for r in rows:
         per_seed = " / ".join(f"{s['val_acc']:.4f}" for s in r["seeds"])
         where = ", ".join(dict.fromkeys(machine_of(s) for s in r["seeds"]))
         one_view = "–" if math.isnan(r["val_acc_1view"]) else f"{r['val_acc_1view']:.4f}"
-        gap = paired_gap(r, rows[0])
-        versus = "best" if r is rows[0] else "–" if gap is None else f"{gap[0]:+.4f} ± {gap[1]:.4f}"
-        tied = r is rows[0] or (gap is not None and abs(gap[0]) <= gap[1])
+        gap, to_best = paired_gap(r, reference), paired_gap(r, rows[0])
+        vs = "—" if r is reference else "–" if gap is None else f"{gap[0]:+.4f} ± {gap[1]:.4f}"
+        tied = r is rows[0] or (to_best is not None and abs(to_best[0]) <= to_best[1])
         acc = f"**{r['val_acc']:.4f}**" if tied else f"{r['val_acc']:.4f}"
-        lines.append(f"| {r['run']} | {acc} | {r['ci95']:.4f} | {versus} | {per_seed} | {one_view} "
+        lines.append(f"| {r['run']} | {acc} | {r['ci95']:.4f} | {vs} | {per_seed} | {one_view} "
                      f"| {r['val_f1']:.4f} | {r['params_m']:.3g} | {r['gmacs']:.3g} | {r['train_img_s']:.0f} "
                      f"| {r['latency_ms']:.3g} | {r['epochs']:.0f} | {r['wall_min']:.1f} | {where} |")
     if pending:
@@ -310,8 +340,17 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         lines += ["| " + r["run"] + " | " + " | ".join(f"{r['val_recall'][e]:.3f}" for e in emotions) + " |"
                   for r in rows]
         lines += ["", "Machines (as lscpu names them):", ""] + [f"- {short[m]}: {m}" for m in machines]
-        lines += ["", f"![accuracy against cost]({stem.name}.png)", f"![recall]({stem.name}_recall.png)"]
-        _plots(study, rows, stem)
+        lines.append("")
+        if len({r["gmacs"] for r in rows}) > 1:  # one network trained several ways has one cost: nothing to plot
+            _cost_plot(study, rows, stem)
+            lines.append(f"![accuracy against cost]({stem.name}.png)")
+        gaps = {r["run"]: paired_gap(r, reference) for r in rows if r is not reference}
+        gaps = {name: gap for name, gap in gaps.items() if gap is not None}
+        if gaps:
+            _gap_plot(study, gaps, named["run"] if named else f"the best ({reference['run']})", stem)
+            lines.append(f"![gaps to {versus}]({stem.name}_gaps.png)")
+        _recall_plot(study, rows, stem)
+        lines.append(f"![recall]({stem.name}_recall.png)")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".md")
 

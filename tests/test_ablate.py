@@ -93,7 +93,7 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     faces = {name: json.loads((out / "tiny" / name / "seed3" / "result.json").read_text())["val_faces"]
              for name in versus}
     assert faces["baseline"] == faces["se"] != faces["resnet18"]  # resnet18's batches of 128 judge more faces
-    (best,) = [name for name, gap in versus.items() if gap == "best"]
+    (best,) = [name for name, gap in versus.items() if gap == "—"]
     for name in set(versus) - {best}:  # compared face by face only on the same faces
         paired = faces[name] == faces[best]
         assert (" ± " in versus[name]) == paired and (versus[name] == "–") == (not paired)
@@ -187,14 +187,17 @@ def test_macs_count_the_self_attention_too():
     assert mhsa > baseline + 0.03  # two encoder layers over 9 tokens of width 512
 
 
+def result(run: str, seed: int, hits: str | None) -> dict:
+    """A finished run's result.json as ``_run_one`` writes it, one network, judged on ``len(hits)`` faces."""
+    r = {"run": run, "seed": seed, "val_acc": (hits or "1100").count("1") / len(hits or "1100"),
+         "val_faces": len(hits or "1100"), "val_recall": {"happy": 1.0},
+         "machine": {"cpu": "CPU", "cores": 2, "capability": "AVX2"},
+         **dict.fromkeys(("val_f1", "params_m", "gmacs", "train_img_s", "latency_ms", "wall_min", "epochs"), 1.0)}
+    return r if hits is None else {**r, "val_correct": hits}
+
+
 def test_runs_are_compared_face_by_face_with_the_best():
     from fer.ablate import paired_gap, summarise
-
-    def result(run: str, seed: int, hits: str | None) -> dict:
-        r = {"run": run, "seed": seed, "val_acc": (hits or "1100").count("1") / 4, "val_faces": 4,
-             "val_recall": {"happy": 1.0}, **dict.fromkeys(("val_f1", "params_m", "gmacs", "train_img_s",
-                                                             "latency_ms", "wall_min", "epochs"), 1.0)}
-        return r if hits is None else {**r, "val_correct": hits}
 
     rows = summarise([result("a", 1, "1110"), result("a", 2, "1101"),  # seeds averaged per face
                       result("b", 1, "1000"), result("b", 2, "1010"), result("c", 1, None)])
@@ -206,3 +209,28 @@ def test_runs_are_compared_face_by_face_with_the_best():
     assert half == pytest.approx(1.96 * float(torch.tensor(per_face).std()) / 2)
     assert paired_gap(best, best) == (0.0, 0.0)
     assert paired_gap(older, best) is None  # a result from before faces were recorded
+
+
+def test_a_study_naming_a_reference_counts_every_gap_against_it(tmp_path):
+    from fer.ablate import load_study, write_report
+
+    study = {"name": "recipe", "base": ["configs/quickstart.yaml"], "seeds": [1], "reference": "full",
+             "runs": [{"name": n} for n in ("full", "no_ema", "floor")]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(study))
+    results = [result("full", 1, "1" * 300 + "0" * 100),
+               result("no_ema", 1, "0" * 15 + "1" * 305 + "0" * 80),  # 20 faces won, 15 lost: noise
+               result("floor", 1, "1" * 200 + "0" * 200)]  # 100 faces lost: a real difference
+    report = write_report(load_study(tmp_path / "recipe.yaml"), results, tmp_path, "cmd").read_text()
+    lines = report.split("| run | val_acc |")[1].split("\n\n")[0].splitlines()[2:]
+    table = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:5]] for line in lines}
+    assert "| run | val_acc | ± | vs `full` |" in report and table["full"][2] == "—"
+    assert table["no_ema"][2].startswith("+0.0125 ± ") and table["floor"][2].startswith("-0.2500 ± ")
+    assert [table[n][0] for n in ("no_ema", "full", "floor")] == ["**0.7625**", "**0.7500**", "0.5000"]  # bold: tied
+    assert list(table) == ["no_ema", "full", "floor"]  # by accuracy, whatever the reference
+    assert (tmp_path / "recipe_gaps.png").stat().st_size > 10_000 and "(recipe_gaps.png)" in report
+    assert not (tmp_path / "recipe.png").exists() and "(recipe.png)" not in report  # one network: one cost
+
+    study["reference"] = "full_recipe"
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(study))
+    with pytest.raises(SystemExit, match="reference 'full_recipe' is not one of its runs"):
+        load_study(tmp_path / "recipe.yaml")
