@@ -283,6 +283,7 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
     named = next((r for r in rows if r["run"] == study.get("reference")), None)  # None till it is finished
     reference = named or (rows[0] if rows else None)
     versus = f"`{named['run']}`" if named else "best"
+    gaps = {r["run"]: paired_gap(r, reference) for r in rows if r is not reference}  # None: not on the same faces
     recall_columns = [f"recall_{e}" for e in results[0]["val_recall"]] if results else []
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS + recall_columns, extrasaction="ignore")
@@ -324,7 +325,7 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         per_seed = " / ".join(f"{s['val_acc']:.4f}" for s in r["seeds"])
         where = ", ".join(dict.fromkeys(machine_of(s) for s in r["seeds"]))
         one_view = "–" if math.isnan(r["val_acc_1view"]) else f"{r['val_acc_1view']:.4f}"
-        gap, to_best = paired_gap(r, reference), paired_gap(r, rows[0])
+        gap, to_best = gaps.get(r["run"]), paired_gap(r, rows[0])
         vs = "—" if r is reference else "–" if gap is None else f"{gap[0]:+.4f} ± {gap[1]:.4f}"
         tied = r is rows[0] or (to_best is not None and abs(to_best[0]) <= to_best[1])
         acc = f"**{r['val_acc']:.4f}**" if tied else f"{r['val_acc']:.4f}"
@@ -344,10 +345,9 @@ def write_report(study: dict, results: list[dict], results_dir: Path, command: s
         if len({r["gmacs"] for r in rows}) > 1:  # one network trained several ways has one cost: nothing to plot
             _cost_plot(study, rows, stem)
             lines.append(f"![accuracy against cost]({stem.name}.png)")
-        gaps = {r["run"]: paired_gap(r, reference) for r in rows if r is not reference}
-        gaps = {name: gap for name, gap in gaps.items() if gap is not None}
-        if gaps:
-            _gap_plot(study, gaps, named["run"] if named else f"the best ({reference['run']})", stem)
+        paired = {name: gap for name, gap in gaps.items() if gap is not None}
+        if paired:
+            _gap_plot(study, paired, named["run"] if named else f"the best ({reference['run']})", stem)
             lines.append(f"![gaps to {versus}]({stem.name}_gaps.png)")
         _recall_plot(study, rows, stem)
         lines.append(f"![recall]({stem.name}_recall.png)")
