@@ -15,18 +15,17 @@ the runs, each a list of extra config files and command-line overrides (``base``
       - {name: seed_recipe, base: configs/baseline.yaml}   # a run may replace the study's base
     reference: vgg_half                                    # the run the others are counted against (optional)
 
-Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets
-the best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget,
-wall time summed over its sittings and kept per machine, the facts of the machine it finished on; for a model
-with test-time views, its accuracy with one view too). A run with a ``result.json`` is finished and kept, on
-whatever machine it ran; an interrupted one resumes from its ``last.ckpt``. ``--runs`` and ``--seeds`` train a
-subset; ``--report`` only writes the report of the runs finished so far; ``--retime`` first times the finished
-runs' networks again, all in turns on this machine, so the latency column compares like with like. The report
-(``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
-interval the validation set's size allows), per-class recall, the machines; a CSV of every run and seed;
-plots of accuracy against MACs and against latency (``.png``, where the runs' networks differ in MACs), of each
-run's gap to the reference run (the best, unless the study names one; ``_gaps.png``) and of per-class recall
-(``_recall.png``).
+Every run trains once a seed, into one TensorBoard folder (``<out>/<study>/<run>/seed<N>``), which also gets the
+best checkpoint's ``val_confusion_matrix.{png,json}`` and the run's ``result.json`` (its figures, budget, wall time
+summed over its sittings and kept per machine, the facts of the machine it finished on; for a model with test-time
+views, its accuracy with one view too). A run with a ``result.json`` is finished and kept, on whatever machine it
+ran; an interrupted one resumes from its ``last.ckpt`` (without one, it starts again). ``--runs`` and ``--seeds``
+train a subset; ``--report`` only writes the report of the runs finished so far; ``--retime`` first times the
+finished runs' networks again, all in turns on this machine, so the latency column compares like with like. The
+report (``experiments/results/<study>.md``): a table sorted by validation accuracy (mean over seeds, with the 95%
+interval the validation set's size allows), per-class recall, the machines; a CSV of every run and seed; plots of
+accuracy against MACs and against latency (``.png``, where the runs' networks differ in MACs), of each run's gap to
+the reference run (the best, unless the study names one; ``_gaps.png``) and of per-class recall (``_recall.png``).
 """
 
 from __future__ import annotations
@@ -110,6 +109,13 @@ def _run_one(study: dict, run: dict, seed: int, out: Path, data_dir: str | None)
     if last.is_file():
         print(f"[{name} seed {seed}] resuming from {last}")
         args += ["--ckpt_path", str(last)]
+    elif stale := sorted(folder.glob("events.out.tfevents.*")):
+        # An earlier sitting whose checkpoint is gone (run folders travel without them) cannot go on: the run
+        # starts again, and that sitting's curves go, so TensorBoard shows the run once.
+        print(f"[{name} seed {seed}] no {last} to resume from: starting again; removing the earlier sitting's "
+              f"TensorBoard logs ({len(stale)} file(s))")
+        for path in stale:
+            path.unlink()
 
     cli = lightning_cli(args)  # the real CLI's, in-process
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule

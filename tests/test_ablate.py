@@ -155,6 +155,24 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
     assert "timed in turns on M1 (`--retime`)" in (results / "tiny.md").read_text()
 
 
+def test_a_run_whose_checkpoint_is_gone_starts_again_and_tensorboard_shows_it_once(tmp_path, capsys):
+    out, results = tmp_path / "runs", tmp_path / "results"
+    study = ["ablate", str(write_study(tmp_path, epochs=1)), "--out", str(out), "--results", str(results),
+             "--runs", "baseline", "--seeds", "3"]
+    main(study)
+    folder = out / "tiny" / "baseline" / "seed3"
+    earlier = set(folder.glob("events.out.tfevents.*"))  # training's, then validation's
+    # An interrupted sitting as a run folder travels: its logs, no checkpoint, no result.
+    (folder / "result.json").unlink()
+    for path in (folder / "checkpoints").iterdir():
+        path.unlink()
+    main(study)
+    assert "starting again" in capsys.readouterr().out
+    events = set(folder.glob("events.out.tfevents.*"))
+    assert len(events) == len(earlier) and not events & earlier
+    assert json.loads((folder / "result.json").read_text())["epochs"] == 1
+
+
 def test_a_subset_naming_an_unknown_run_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ablate", str(write_study(tmp_path, epochs=1)), "--runs", "resnet19", "--out", str(tmp_path)])
