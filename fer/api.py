@@ -29,17 +29,17 @@ from fer.faces import (
     load_image,
 )
 from fer.reports import write_confusion
+from fer.runs import SHIPPED_WEIGHTS
 from fer.training import EmotionClassifier, Trainer, ensemble_of
 from fer.video import stream
 
 ImageLike = str | Path | Image.Image | np.ndarray
-WEIGHTS = Path(__file__).parent / "weights"
 # The models that ship inside the package, by the name load() and --ckpt accept (MODEL_CARD.md describes each).
 SHIPPED_MODELS = {
-    "fer2013": WEIGHTS / "fer2013_vgg.ckpt",  # seven emotions, FER2013's labels: the default
-    "ferplus": WEIGHTS / "ferplus_vgg.ckpt",  # eight (contempt too), FER+'s votes
-    "ensemble": WEIGHTS / "ensemble.ckpt",  # fer2013 and a second network averaged: more accurate, 3.9x the work
-    "fast": WEIGHTS / "fast_vgg.ckpt",  # a small network taught by fer2013 and others: 1/18 of its work a face
+    "fer2013": SHIPPED_WEIGHTS / "fer2013_vgg.ckpt",  # seven emotions, FER2013's labels: the default
+    "ferplus": SHIPPED_WEIGHTS / "ferplus_vgg.ckpt",  # eight (contempt too), FER+'s votes
+    "ensemble": SHIPPED_WEIGHTS / "ensemble.ckpt",  # fer2013 (its file, referred to) and a second network averaged
+    "fast": SHIPPED_WEIGHTS / "fast_vgg.ckpt",  # a small network taught by fer2013 and others: 1/18 of its work a face
 }
 DEFAULT_MODEL = "fer2013"
 

@@ -1,15 +1,22 @@
 """Run folders and checkpoints: finding the run to resume, checking a checkpoint is whole, checking a log
-folder can be written — before hours of training depend on them."""
+folder can be written — before hours of training depend on them; the network weights a checkpoint holds, or a
+shipped model's file, which an ensemble refers to rather than copying."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
 import zipfile
 from pathlib import Path
 
+import torch
+
 from fer.errors import RunError
+
+# The models that ship inside the package (``fer.api.SHIPPED_MODELS`` names them).
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -66,3 +73,36 @@ def check_writable(folder: str | Path) -> None:
         ) from e
     if not os.access(folder, os.W_OK):
         raise RunError(f"the log folder {folder} is not writable")
+
+
+def network_state(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The network's weights in a loaded checkpoint: its ``net.`` entries, without that prefix."""
+    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` is one of the shipped models' files."""
+    return Path(path).resolve().parent == SHIPPED_WEIGHTS.resolve()
+
+
+def shipped_reference(path: str | Path) -> dict[str, str]:
+    """``{"shipped_file": name, "sha256": digest}`` when ``path`` is one of the shipped models' files, else ``{}``:
+    what an ensemble member records so that saving the ensemble refers to the file instead of copying it."""
+    return {"shipped_file": Path(path).name, "sha256": file_sha256(path)} if is_shipped(path) else {}
+
+
+def shipped_network_state(reference: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The network weights of the shipped file an ensemble member refers to (``shipped_reference``), once its
+    sha256 says it is the file the ensemble was built with."""
+    path = SHIPPED_WEIGHTS / reference["shipped_file"]
+    rebuild = "rebuild the ensemble from the models installed (python -m fer export --format checkpoint --ckpt …)"
+    if not path.is_file():
+        raise RunError(f"an ensemble member refers to the shipped model {path}, which is not installed: {rebuild}")
+    if file_sha256(path) != reference["sha256"]:
+        raise RunError(f"an ensemble member refers to the shipped model {path}, but that file is not the one the "
+                       f"ensemble was built with (its sha256 differs; another fer version?): {rebuild}")
+    return network_state(torch.load(path, map_location="cpu", weights_only=False))

@@ -3,11 +3,11 @@ best on a split, within a size budget.
 
 Each candidate's calibrated probabilities (its own normalisation, test-time views and temperature: what
 ``EmotionRecognizer.ensemble`` averages) are computed once on the split; then every combination of up to
-``--max_members`` candidates whose fp16 weights fit ``--max_mb`` is scored with equal weights. The table lists the
-best with accuracy, macro-F1, multiply-adds a face, fp16 megabytes and, against a reference (the best single
-candidate, or ``--reference``: the ensemble to beat), the faces won and lost and their sign test. Choosing on the
-faces that score the choice flatters the winner: with many combinations, read its figure as an upper bound, or
-measure it again on other faces.
+``--max_members`` candidates whose fp16 weights fit ``--max_mb`` is scored with equal weights (a shipped model
+takes none: an ensemble refers to its file). The table lists the best with accuracy, macro-F1, multiply-adds a
+face, fp16 megabytes and, against a reference (the best single candidate, or ``--reference``: the ensemble to
+beat), the faces won and lost and their sign test. Choosing on the faces that score the choice flatters the
+winner: with many combinations, read its figure as an upper bound, or measure it again on other faces.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import torch
 from rich.progress import track
 from torchmetrics.functional.classification import multiclass_f1_score
 
-from fer.api import EmotionRecognizer
+from fer.api import EmotionRecognizer, model_path
 from fer.bench import face_gmacs
 from fer.data import FERDataError, FERDataModule
 from fer.errors import ConfigError
+from fer.runs import is_shipped
 from fer.training.module import EmotionClassifier
 
 
@@ -50,7 +51,8 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
     parser.add_argument("--split", default="validation", help="the split that scores them (default validation)")
     parser.add_argument("--max_members", type=int, default=3, help="most members a combination holds (default 3)")
     parser.add_argument("--max_mb", type=float, default=math.inf,
-                        help="most megabytes a combination's weights take in fp16 (default: no limit)")
+                        help="most megabytes a combination's weights take in fp16, shipped models' none "
+                             "(default: no limit)")
     parser.add_argument("--reference", nargs="+", metavar="CKPT",
                         help="the candidates whose average the others are compared with (default: the best one alone)")
     parser.add_argument("--top", type=int, default=10, help="rows of the printed table (default 10)")
@@ -77,7 +79,7 @@ def select_ensemble(argv: Sequence[str]) -> list[dict]:
             raise ConfigError(f"{name}: emotions, image size and channels {shape} differ from {first[0]}'s "
                               f"{first[1]}; an ensemble's members share them")
         candidates[name] = {"probs": recognizer.face_probabilities(faces), "gmacs": face_gmacs(module),
-                            "mb": fp16_mb(module)}
+                            "mb": 0.0 if is_shipped(model_path(name)) else fp16_mb(module)}
 
     n_classes, target = len(first[1][0]), torch.from_numpy(labels)
     correct = {name: c["probs"].argmax(1) == labels for name, c in candidates.items()}

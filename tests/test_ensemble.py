@@ -71,6 +71,45 @@ def test_tta_flip_on_export_sets_every_members_mirror_view(members, faces, tmp_p
     assert off <= 1e-4 and np.abs(on_onnx - with_mirror.numpy()).max() > 10 * max(off, 1e-6)  # a's mirror is gone
 
 
+def test_a_shipped_member_is_saved_as_a_reference_to_its_file(members, faces, tiny_tree, tmp_path, monkeypatch):
+    import shutil
+
+    import fer.runs
+    from fer.errors import RunError
+    from fer.select_ensemble import fp16_mb
+
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    monkeypatch.setattr(fer.runs, "SHIPPED_WEIGHTS", shipped)
+    EmotionRecognizer.load(str(members[0])).save(str(shipped / "a_shipped.ckpt"), half=True)  # as models ship
+    ensemble = EmotionRecognizer.ensemble([shipped / "a_shipped.ckpt", members[1]], weights=[1, 3])
+    with torch.inference_mode():
+        expected = ensemble.module.probabilities(faces)
+    ensemble.save(str(tmp_path / "ensemble.ckpt"), half=True)
+    stored = torch.load(tmp_path / "ensemble.ckpt", weights_only=False)["state_dict"]
+    prefixes = {k.split(".")[2] for k in stored if k.startswith("net.members.")}
+    assert prefixes == {"1"}  # a's weights are its shipped file's: not copied
+    assert torch.allclose(probabilities(tmp_path / "ensemble.ckpt", faces), expected, atol=1e-3)  # b in fp16 now
+
+    with torch.no_grad():  # a member changed after loading keeps its own weights: nothing is lost
+        next(ensemble.module.net.members[0].parameters()).add_(1.0)
+        changed = ensemble.module.probabilities(faces)
+    ensemble.save(str(tmp_path / "changed.ckpt"))
+    assert torch.allclose(probabilities(tmp_path / "changed.ckpt", faces), changed, atol=1e-5)
+
+    b_mb = fp16_mb(EmotionRecognizer.load(str(members[1])).module)  # the pair adds b's weights alone to a package
+    rows = main(["select-ensemble", "--ckpt", str(shipped / "a_shipped.ckpt"), str(members[1]), "--data_dir",
+                 str(tiny_tree), "--max_mb", str(b_mb + 0.01)])
+    assert {row["members"]: row["fp16_mb"] for row in rows}[f"{shipped / 'a_shipped.ckpt'} + {members[1]}"] == \
+        round(b_mb, 1)
+
+    shutil.copy(members[1], shipped / "a_shipped.ckpt")  # another file under the same name
+    with pytest.raises(RunError, match="a_shipped.ckpt, but that file is not the one the ensemble was built with"):
+        EmotionRecognizer.load(str(tmp_path / "ensemble.ckpt"))
+    (shipped / "a_shipped.ckpt").unlink()
+    with pytest.raises(RunError, match="a_shipped.ckpt, which is not installed"):
+        EmotionRecognizer.load(str(tmp_path / "ensemble.ckpt"))
+
 def test_a_member_with_other_emotions_is_refused_by_name(members, tmp_path, capsys):
     eight = member(tmp_path / "ferplus_like.ckpt", "vgg_half", 1.0, 2, emotions=ALL_EMOTIONS)
     with pytest.raises(ConfigError, match="ferplus_like.ckpt has emotions .*contempt.*a.ckpt has"):

@@ -13,16 +13,18 @@ from torch import nn
 from fer.errors import ConfigError
 from fer.models.views import net_logits, normalize_input
 
-# What a member's checkpoint applied around its network, besides the network's own builder arguments.
+# What a member's checkpoint applied around its network, besides the network's own builder arguments; and, for a
+# member that is a shipped model, which file holds its weights (the network ignores those two: see fer.runs).
 MEMBER_KEYS = {"backbone", "backbone_kwargs", "drop_rate", "normalize", "tta_flip", "tta_shift", "tta_crop",
-               "temperature"}
+               "temperature", "shipped_file", "sha256"}
 
 
 class Ensemble(nn.Module):
     """Args:
         nets: the members' networks (``fer.models.create_model`` builds them from ``specs``).
         specs: one dict a member: its ``backbone`` and ``backbone_kwargs``, ``drop_rate``, ``normalize``,
-            ``tta_flip``, ``tta_shift``, ``tta_crop`` and ``temperature``, as its checkpoint stored them.
+            ``tta_flip``, ``tta_shift``, ``tta_crop`` and ``temperature``, as its checkpoint stored them; a shipped
+            model's also its ``shipped_file`` and that file's ``sha256``.
         weights: a weight a member (default: equal); scaled to sum to 1.
     """
 

@@ -7,14 +7,15 @@ from pathlib import Path
 
 from fer.errors import ConfigError
 from fer.models.ensemble import MEMBER_KEYS
-from fer.runs import check_checkpoint
+from fer.runs import check_checkpoint, shipped_reference
 from fer.training.module import EmotionClassifier
 
 
 def ensemble_of(checkpoints: Sequence[str | Path], weights: Sequence[float] | None = None) -> EmotionClassifier:
     """The weighted mean of the calibrated probabilities of the models in ``checkpoints`` (default: equal
     weights), as one model: each member keeps its checkpoint's normalisation, test-time views and temperature.
-    Members must predict the same emotions in the same order, from faces of the same size."""
+    Members must predict the same emotions in the same order, from faces of the same size. A member that is a
+    shipped model is saved as a reference to its file, not as a second copy of its weights."""
     members, nets, first = [], [], None
     for path in checkpoints:
         model = EmotionClassifier.load_from_checkpoint(check_checkpoint(path), map_location="cpu", weights_only=False)
@@ -27,7 +28,8 @@ def ensemble_of(checkpoints: Sequence[str | Path], weights: Sequence[float] | No
                                   "must share their emotions (in the same order), image size and channels")
         if hp.backbone == "ensemble":
             raise ConfigError(f"ensemble: {path} is an ensemble already; list its members instead")
-        members.append({**{k: hp[k] for k in sorted(MEMBER_KEYS) if k in hp}, "temperature": float(model.temperature)})
+        members.append({**{k: hp[k] for k in sorted(MEMBER_KEYS) if k in hp}, "temperature": float(model.temperature),
+                        **shipped_reference(path)})
         nets.append(model.net)
     if not members:
         raise ConfigError("ensemble: expected at least one checkpoint")

@@ -27,7 +27,7 @@ from fer.errors import ConfigError
 from fer.models import create_model
 from fer.models.views import net_logits, normalize_input
 from fer.reports import confusion_figure, write_confusion
-from fer.runs import check_checkpoint
+from fer.runs import check_checkpoint, network_state, shipped_network_state
 
 log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")  # ModuleDict keys get a "_" suffix: "train" is an nn.Module attribute
@@ -246,7 +246,7 @@ class EmotionClassifier(L.LightningModule):
         which starts fresh."""
         checkpoint = torch.load(check_checkpoint(path), map_location="cpu", weights_only=False)
         theirs = list(checkpoint.get("hyper_parameters", {}).get("emotions", EMOTIONS))
-        state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        state = network_state(checkpoint)
         if theirs != self.emotions:
             classifier = {id(p) for p in self.net.get_classifier().parameters()}
             fresh = {name for name, p in self.net.named_parameters() if id(p) in classifier}
@@ -260,13 +260,29 @@ class EmotionClassifier(L.LightningModule):
             raise ConfigError(f"model.init_from {path}: its weights do not fit backbone {self.hparams.backbone!r} "
                               f"({detail})") from None
 
+    def _shipped_members(self) -> list[tuple[str, dict]]:
+        """(state-dict prefix, spec) of each ensemble member that is a shipped model (fer.runs.shipped_reference)."""
+        members = (self.hparams.backbone_kwargs or {}).get("members", []) if self.hparams.backbone == "ensemble" else []
+        return [(f"net.members.{i}.", spec) for i, spec in enumerate(members) if spec.get("shipped_file")]
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["temperature"] = self.temperature
         if self.val_acc_best.update_called:  # so a resumed run's hp/val_acc_best remembers the epochs before
             checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
+        for prefix, spec in self._shipped_members():
+            # Left out when equal to the shipped file's weights, which loading puts back; changed, they are kept.
+            ours = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+            shipped = shipped_network_state(spec)
+            if ours.keys() == shipped.keys() and all(torch.equal(v.float(), shipped[k].float())
+                                                     for k, v in ours.items()):
+                for key in ours:
+                    del checkpoint["state_dict"][prefix + key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.temperature = checkpoint.get("temperature", 1.0)
+        for prefix, spec in self._shipped_members():
+            if not any(key.startswith(prefix) for key in checkpoint["state_dict"]):
+                checkpoint["state_dict"].update({prefix + k: v for k, v in shipped_network_state(spec).items()})
         if self._trainer is not None and self.trainer.state.fn == "fit" and self._schedule_takes_run_length():
             # Resumed with another budget (more epochs): the schedule stretches to the run's new length.
             for state in checkpoint.get("lr_schedulers", []):
