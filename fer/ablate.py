@@ -404,7 +404,11 @@ def ablate(argv: Sequence[str]) -> list[dict]:
         (run, seed) for run in study["runs"] for seed in study["seeds"]
         if run["name"] in (args.runs or names) and seed in (args.seeds or study["seeds"])
         and not (folders[run["name"], seed] / "result.json").is_file()]
-    command = "python -m fer ablate " + " ".join(argv)
+    # The report names the command that regenerates all of it: --runs, --seeds, --report and --retime only choose
+    # what this call trains or times.
+    places = (("data_dir", args.data_dir), ("out", args.out), ("results", args.results))
+    command = " ".join(["python -m fer ablate", str(args.study),
+                        *(f"--{name} {value}" for name, value in places if value != parser.get_default(name))])
     for run, seed in todo:  # the report is rewritten before each run: an interruption loses none
         results, pending = _on_disk(folders)
         write_report(study, results, args.results, command, pending)

@@ -47,6 +47,7 @@ def test_a_study_runs_in_parts_reports_while_incomplete_resumes_and_keeps_other_
         "tiny/baseline/seed3", "tiny/se/seed3"]
     report = (results / "tiny.md").read_text()
     assert "Not finished yet (4): baseline seed 4, se seed 4, resnet18 seed 3, resnet18 seed 4" in report
+    assert f"Command: `python -m fer ablate {study} --out {out} --results {results}`" in report  # the whole study's
 
     # A run finished on another kind of machine, copied in while the rest of the study trains, is kept as it is;
     # the report reads the results anew, so it says which machine ran what.
