@@ -75,9 +75,10 @@ def check_writable(folder: str | Path) -> None:
         raise RunError(f"the log folder {folder} is not writable")
 
 
-def network_state(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The network's weights in a loaded checkpoint: its ``net.`` entries, without that prefix."""
-    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+def network_state(checkpoint: dict, prefix: str = "net.") -> dict[str, torch.Tensor]:
+    """The network's weights in a loaded checkpoint: its ``prefix`` entries (an ensemble member's:
+    ``net.members.<i>.``), without that prefix."""
+    return {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
 
 
 def file_sha256(path: str | Path) -> str:

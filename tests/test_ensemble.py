@@ -110,6 +110,7 @@ def test_a_shipped_member_is_saved_as_a_reference_to_its_file(members, faces, ti
     with pytest.raises(RunError, match="a_shipped.ckpt, which is not installed"):
         EmotionRecognizer.load(str(tmp_path / "ensemble.ckpt"))
 
+
 def test_a_member_with_other_emotions_is_refused_by_name(members, tmp_path, capsys):
     eight = member(tmp_path / "ferplus_like.ckpt", "vgg_half", 1.0, 2, emotions=ALL_EMOTIONS)
     with pytest.raises(ConfigError, match="ferplus_like.ckpt has emotions .*contempt.*a.ckpt has"):

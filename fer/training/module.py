@@ -271,7 +271,7 @@ class EmotionClassifier(L.LightningModule):
             checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
         for prefix, spec in self._shipped_members():
             # Left out when equal to the shipped file's weights, which loading puts back; changed, they are kept.
-            ours = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+            ours = network_state(checkpoint, prefix)
             shipped = shipped_network_state(spec)
             if ours.keys() == shipped.keys() and all(torch.equal(v.float(), shipped[k].float())
                                                      for k, v in ours.items()):
