@@ -41,6 +41,7 @@ import matplotlib.pyplot as plt  # with no display, matplotlib falls back to its
 import numpy as np
 import torch
 import yaml
+from adjustText import adjust_text
 
 from fer.bench import FitClock, StepTimer, forward_gmacs, inference_latency_ms, interleaved_latency_ms, torch_threads
 from fer.data import FERDataError
@@ -221,10 +222,14 @@ def _cost_plot(study: dict, rows: list[dict], stem: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, sharey=True)
     for ax, key, label in ((axes[0], "gmacs", "GMACs a face (one forward pass)"),
                            (axes[1], "latency_ms", "single-face latency, ms (batch 1, fp32, 1 CPU thread)")):
-        for r in rows:
-            ax.errorbar(r[key], r["val_acc"], yerr=r["ci95"], fmt="o", capsize=3, alpha=0.7)
-            ax.annotate(r["run"], (r[key], r["val_acc"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+        for i, r in enumerate(rows):
+            ax.errorbar(r[key], r["val_acc"], yerr=r["ci95"], fmt="o", capsize=3, alpha=0.7,
+                        color=colours(i % colours.N))
         ax.set_xscale("log")
+        # Runs of one architecture family share their MACs: adjustText keeps their labels apart.
+        adjust_text([ax.text(r[key], r["val_acc"], r["run"], fontsize=7) for r in rows], ax=ax,
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("validation accuracy (mean of seeds, 95% interval)")

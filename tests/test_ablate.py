@@ -230,6 +230,26 @@ def test_runs_are_compared_face_by_face_with_the_best():
     assert paired_gap(older, best) is None  # a result from before faces were recorded
 
 
+def test_runs_of_the_same_cost_keep_their_labels_apart(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from fer import ablate
+
+    figures = []
+    monkeypatch.setattr(ablate.plt, "close", figures.append)  # keep the figure to look at its labels
+    crowd = [{**result(f"baseline_{i}", 1, None), "val_acc": 0.65 + 0.001 * i, "gmacs": 0.43, "latency_ms": 10.0}
+             for i in range(5)]  # five variants of one network: the same MACs, within a point
+    ablate._cost_plot({"name": "crowd"}, ablate.summarise(crowd), tmp_path / "crowd")
+    monkeypatch.undo()
+    (figure,) = figures
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text()]  # not the leader lines
+        assert len(boxes) == 5
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(figure)
+
+
 def test_a_study_naming_a_reference_counts_every_gap_against_it(tmp_path):
     from fer.ablate import load_study, write_report
 
