@@ -220,9 +220,9 @@ def summarise(results: list[dict]) -> list[dict]:
 
 def _cost_plot(study: dict, rows: list[dict], stem: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, sharey=True)
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")  # a run keeps its colour on both axes
     for ax, key, label in ((axes[0], "gmacs", "GMACs a face (one forward pass)"),
                            (axes[1], "latency_ms", "single-face latency, ms (batch 1, fp32, 1 CPU thread)")):
-        colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
         for i, r in enumerate(rows):
             ax.errorbar(r[key], r["val_acc"], yerr=r["ci95"], fmt="o", capsize=3, alpha=0.7,
                         color=colours(i % colours.N))
